@@ -1,0 +1,124 @@
+"""Catalog domain: the product, the commands that change or query it, and its errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+DEFAULT_CURRENCY = "USD"
+DEFAULT_CATEGORY = "uncategorized"
+UPDATABLE = ("name", "description", "category", "price", "currency", "active")
+
+
+@dataclass(frozen=True)
+class Product:
+    sku: str
+    name: str
+    description: str
+    category: str
+    price: Decimal
+    currency: str
+    active: bool
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    id: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "sku": self.sku,
+            "name": self.name,
+            "description": self.description,
+            "category": self.category,
+            "price": self.price,
+            "currency": self.currency,
+            "active": self.active,
+            "version": self.version,
+            "createdAt": self.created_at.isoformat(),
+            "updatedAt": self.updated_at.isoformat(),
+        }
+
+    def as_legacy_json(self) -> dict[str, Any]:
+        """The original system's ProductResponse."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "skuCode": self.sku,
+            "price": self.price,
+        }
+
+    def as_event_data(self) -> dict[str, Any]:
+        return {
+            "sku": self.sku,
+            "name": self.name,
+            "description": self.description,
+            "category": self.category,
+            "price": str(self.price),
+            "currency": self.currency,
+            "active": self.active,
+            "version": self.version,
+        }
+
+    @property
+    def etag(self) -> str:
+        return f'"v{self.version}"'
+
+    def changed(self, changes: dict[str, Any], now: datetime) -> Product:
+        return replace(self, **changes, version=self.version + 1, updated_at=now)
+
+
+@dataclass(frozen=True)
+class CreateProduct:
+    sku: str
+    name: str
+    category: str
+    price: Decimal
+    description: str = ""
+    currency: str = DEFAULT_CURRENCY
+    active: bool = True
+
+
+@dataclass(frozen=True)
+class UpdateProduct:
+    sku: str
+    changes: dict[str, Any]
+    if_match: str | None = None
+
+
+@dataclass(frozen=True)
+class ProductQuery:
+    text: str | None = None
+    category: str | None = None
+    page: int = 0
+    size: int = 20
+    sort: str = "name"
+    include_inactive: bool = False
+
+
+@dataclass(frozen=True)
+class ProductPage:
+    items: list[Product]
+    page: int
+    size: int
+    total: int = field(default=0)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "items": [p.as_json() for p in self.items],
+            "page": self.page,
+            "size": self.size,
+            "totalItems": self.total,
+            "totalPages": (self.total + self.size - 1) // self.size,
+        }
+
+
+class DuplicateSku(Exception):
+    """A product with this SKU exists."""
+
+
+class VersionConflict(Exception):
+    """The product changed since the caller read it."""

@@ -1,0 +1,90 @@
+"""Catalog use cases: create, update, get and search products; each change emits its event."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from functions.catalog.model import (
+    CreateProduct,
+    DuplicateSku,
+    Product,
+    ProductPage,
+    ProductQuery,
+    UpdateProduct,
+    VersionConflict,
+)
+from functions.catalog.store import ProductStore
+from functions.shared import events, problems
+
+Clock = Callable[[], datetime]
+SOURCE = "catalog"
+
+
+def create_product(
+    cmd: CreateProduct, *, products: ProductStore, clock: Clock, after_commit: Callable[[], None]
+) -> Product:
+    now = clock()
+    product = Product(
+        sku=cmd.sku,
+        name=cmd.name,
+        description=cmd.description,
+        category=cmd.category,
+        price=cmd.price,
+        currency=cmd.currency,
+        active=cmd.active,
+        version=1,
+        created_at=now,
+        updated_at=now,
+    )
+    event = events.new_event(
+        events.PRODUCT_CREATED, service=SOURCE, subject=product.sku, data=product.as_event_data()
+    )
+    try:
+        stored = products.insert(product, event)
+    except DuplicateSku:
+        raise problems.conflict(f"a product with sku {cmd.sku!r} exists", sku=cmd.sku) from None
+    after_commit()
+    return stored
+
+
+def update_product(
+    cmd: UpdateProduct, *, products: ProductStore, clock: Clock, after_commit: Callable[[], None]
+) -> Product:
+    current = get_product(cmd.sku, products=products)
+    if cmd.if_match is not None and cmd.if_match not in ("*", current.etag):
+        raise problems.Problem(
+            412,
+            "Precondition failed",
+            f"If-Match {cmd.if_match} does not name the current version {current.etag}",
+            "precondition-failed",
+        )
+    changes = {k: v for k, v in cmd.changes.items() if getattr(current, k) != v}
+    if not changes:
+        return current
+    updated = current.changed(changes, clock())
+    data = {**updated.as_event_data(), "changed": sorted(changes)}
+    event = events.new_event(events.PRODUCT_UPDATED, service=SOURCE, subject=updated.sku, data=data)
+    try:
+        products.replace(updated, current.version, event)
+    except VersionConflict:
+        raise problems.conflict(
+            f"product {cmd.sku!r} changed while it was being updated; read it again and retry"
+        ) from None
+    after_commit()
+    return updated
+
+
+def get_product(sku: str, *, products: ProductStore) -> Product:
+    product = products.get(sku)
+    if product is None:
+        raise problems.not_found(f"no product with sku {sku!r}")
+    return product
+
+
+def search_products(query: ProductQuery, *, products: ProductStore) -> ProductPage:
+    return products.search(query)
+
+
+def all_active_products(*, products: ProductStore) -> list[Product]:
+    return products.all_active()

@@ -1,0 +1,79 @@
+"""Settings from the environment, read in one place, with local defaults and fail-fast errors."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+
+
+class ConfigError(RuntimeError):
+    """A required setting is missing or malformed; the message names it."""
+
+
+# Every variable a function reads, with what it is for. The README's
+# configuration table is checked against this list by tests/unit.
+SETTINGS: Mapping[str, str] = {
+    "DATABASE_URL": "PostgreSQL URL of this function's domain database",
+    "MONGODB_URI": "MongoDB URI of the catalog",
+    "KAFKA_BOOTSTRAP_SERVERS": "Kafka bootstrap servers (host:port,...)",
+    "SMTP_URL": "SMTP server, smtp://[user:password@]host:port",
+    "MAIL_FROM": "sender address of notification emails",
+    "OIDC_ISSUER": "OpenID Connect issuer URL of the realm (Keycloak)",
+    "IDENTITY_SECRET": "key the gateway signs forwarded identities with (HS256)",
+    "SHOP_NAMESPACE": "Kubernetes namespace of the shop's services",
+    "SERVICE_DOMAIN": "DNS suffix of cluster-local service names",
+    "SERVICE_INGRESS_URL": "when set, service-to-service calls go through this ingress",
+    "LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR",
+    "K_SERVICE": "service name (set by Knative)",
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """A snapshot of the environment; `required` fails fast, `optional` has a default."""
+
+    environ: Mapping[str, str]
+
+    def required(self, name: str) -> str:
+        value = self.environ.get(name, "").strip()
+        if not value:
+            purpose = SETTINGS.get(name, "required setting")
+            raise ConfigError(f"missing required setting {name}: {purpose}")
+        return value
+
+    def optional(self, name: str, default: str) -> str:
+        value = self.environ.get(name, "").strip()
+        return value or default
+
+    def integer(self, name: str, default: int) -> int:
+        raw = self.optional(name, str(default))
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"setting {name} must be an integer, got {raw!r}") from None
+
+    def seconds(self, name: str, default: float) -> float:
+        raw = self.optional(name, str(default))
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"setting {name} must be a number of seconds, got {raw!r}") from None
+        if value < 0:
+            raise ConfigError(f"setting {name} must not be negative, got {raw!r}")
+        return value
+
+    @property
+    def service(self) -> str:
+        return self.optional("K_SERVICE", self.optional("FUNCTION_TARGET", "shop"))
+
+    @property
+    def namespace(self) -> str:
+        return self.optional("SHOP_NAMESPACE", "shop")
+
+
+@cache
+def config() -> Config:
+    """The process's configuration, read once."""
+    return Config(dict(os.environ))

@@ -1,0 +1,69 @@
+"""Connections to PostgreSQL (a pool per URL) and MongoDB (a client per URI), opened on first use."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+import pymongo
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+_lock = threading.Lock()
+_pools: dict[str, ConnectionPool] = {}
+_mongo: dict[str, pymongo.MongoClient] = {}  # type: ignore[type-arg]
+
+
+def pool(url: str, max_size: int = 8) -> ConnectionPool:
+    """One pool per database URL and process; rows come back as dicts."""
+    with _lock:
+        if url not in _pools:
+            _pools[url] = ConnectionPool(
+                url,
+                min_size=1,
+                max_size=max_size,
+                kwargs={"row_factory": dict_row, "autocommit": False},
+                timeout=5.0,
+                name=url.rsplit("/", 1)[-1],
+                open=True,
+            )
+        return _pools[url]
+
+
+@contextmanager
+def transaction(url: str) -> Iterator[psycopg.Connection]:
+    """A connection inside one transaction: committed on success, rolled back on error."""
+    with pool(url).connection() as conn:
+        with conn.transaction():
+            yield conn
+
+
+def mongo(uri: str) -> pymongo.MongoClient:  # type: ignore[type-arg]
+    with _lock:
+        if uri not in _mongo:
+            _mongo[uri] = pymongo.MongoClient(
+                uri, tz_aware=True, serverSelectionTimeoutMS=5000, connectTimeoutMS=3000
+            )
+        return _mongo[uri]
+
+
+def close_all() -> None:
+    """Closes every pool and client (tests and shutdown)."""
+    with _lock:
+        for p in _pools.values():
+            p.close()
+        for client in _mongo.values():
+            client.close()
+        _pools.clear()
+        _mongo.clear()
+
+
+def apply_schema(url: str, *schema_files: Path) -> None:
+    """Runs schema files (idempotent DDL) in one transaction: `task migrate` and the local runtime."""
+    with psycopg.connect(url, autocommit=False) as conn:
+        for path in schema_files:
+            conn.execute(path.read_text().encode())
+        conn.commit()

@@ -1,0 +1,150 @@
+"""CloudEvent types, declared once, and how events are built, checked and carried over Kafka."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any, Final
+
+import jsonschema
+from cloudevents.http import CloudEvent
+from cloudevents.kafka import KafkaMessage
+from cloudevents.kafka import from_binary as kafka_from_binary
+from cloudevents.kafka import to_binary as kafka_to_binary
+
+from functions.shared import problems, tracing
+
+PRODUCT_CREATED: Final = "com.shop.product.created"
+PRODUCT_UPDATED: Final = "com.shop.product.updated"
+ORDER_PLACED: Final = "com.shop.order.placed"
+ORDER_CANCELLED: Final = "com.shop.order.cancelled"
+INVENTORY_LOW: Final = "com.shop.inventory.low"
+
+# Topic per aggregate: one order's (or SKU's) events share a topic and, through
+# the partitionkey, a partition, so they stay in order.
+TOPIC_BY_TYPE: Final[Mapping[str, str]] = {
+    PRODUCT_CREATED: "shop.catalog",
+    PRODUCT_UPDATED: "shop.catalog",
+    ORDER_PLACED: "shop.orders",
+    ORDER_CANCELLED: "shop.orders",
+    INVENTORY_LOW: "shop.inventory",
+}
+EVENT_TYPES: Final = frozenset(TOPIC_BY_TYPE)
+TOPICS: Final = tuple(sorted(set(TOPIC_BY_TYPE.values())))
+
+SCHEMA_DIR: Final = Path(__file__).resolve().parents[2] / "eventing" / "schemas"
+# dataschema must be an absolute URI; the gateway serves the same files under this path.
+SCHEMA_BASE_URI: Final = "https://shop.example/eventing/schemas/"
+REQUIRED_ATTRIBUTES: Final = ("id", "source", "type", "specversion")
+
+
+def new_event(
+    event_type: str,
+    *,
+    service: str,
+    subject: str,
+    data: Mapping[str, Any],
+    partition_key: str | None = None,
+) -> CloudEvent:
+    """A CloudEvent ready for the outbox; the data must match the type's schema."""
+    if event_type not in EVENT_TYPES:
+        raise ValueError(f"undeclared event type {event_type!r}")
+    attributes: dict[str, Any] = {
+        "type": event_type,
+        "source": f"/shop/{service}",
+        "subject": subject,
+        "id": str(uuid.uuid4()),
+        "time": datetime.now(UTC).isoformat(),
+        "datacontenttype": "application/json",
+        "dataschema": schema_uri(event_type),
+        "partitionkey": partition_key or subject,
+    }
+    traceparent = tracing.current_traceparent()
+    if traceparent:
+        attributes["traceparent"] = traceparent
+    event = CloudEvent(attributes, dict(data))
+    check_data(event_type, event.data)
+    return event
+
+
+def schema_uri(event_type: str) -> str:
+    return f"{SCHEMA_BASE_URI}{event_type}.json"
+
+
+@cache
+def schema_validator(event_type: str) -> jsonschema.protocols.Validator:
+    schema = json.loads((SCHEMA_DIR / f"{event_type}.json").read_text())
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator_class.check_schema(schema)
+    return validator_class(schema, format_checker=validator_class.FORMAT_CHECKER)
+
+
+def check_data(event_type: str, data: Any) -> None:
+    """Raises a 400 problem naming each place where `data` breaks the type's schema."""
+    errors = sorted(schema_validator(event_type).iter_errors(data), key=lambda e: list(e.path))
+    if errors:
+        raise problems.invalid(
+            [
+                problems.FieldError("/data/" + "/".join(str(p) for p in e.path), e.message)
+                for e in errors
+            ]
+        )
+
+
+def accept(event: CloudEvent, expected: frozenset[str] | set[str]) -> dict[str, Any]:
+    """Checks an incoming event's context and data; returns its data as a dict.
+
+    A missing attribute, an unexpected type or data off its schema is the sender's
+    fault: a 400 problem, which Knative does not retry but dead-letters.
+    """
+    missing = [name for name in REQUIRED_ATTRIBUTES if not event.get(name)]
+    if missing:
+        raise problems.invalid(
+            [problems.FieldError(name, "required CloudEvent attribute is missing") for name in missing]
+        )
+    if event["specversion"] != "1.0":
+        raise problems.invalid_field("specversion", f"unsupported {event['specversion']!r}, want '1.0'")
+    event_type = event["type"]
+    if event_type not in expected:
+        raise problems.invalid_field(
+            "type", f"this function does not consume {event_type!r}; it takes {sorted(expected)}"
+        )
+    data = event.get_data()
+    if isinstance(data, (bytes, str)):
+        try:
+            data = json.loads(data)
+        except ValueError:
+            raise problems.invalid_field("data", "is not JSON") from None
+    check_data(event_type, data)
+    return dict(data)
+
+
+def to_structured(event: CloudEvent) -> dict[str, Any]:
+    """The structured-mode JSON object (attributes plus `data`), as stored in outboxes."""
+    document = dict(event.get_attributes())
+    document["data"] = event.get_data()
+    return document
+
+
+def from_structured(document: Mapping[str, Any]) -> CloudEvent:
+    attributes = {k: v for k, v in document.items() if k != "data"}
+    return CloudEvent(attributes, document.get("data"))
+
+
+def to_kafka(event: CloudEvent) -> KafkaMessage:
+    """Kafka binary binding: `ce_*` headers, JSON value, key = partitionkey."""
+    message = kafka_to_binary(event)
+    headers = dict(message.headers)
+    # Plain W3C header as well, for Kafka tooling that knows nothing of CloudEvents.
+    if event.get("traceparent"):
+        headers["traceparent"] = str(event["traceparent"]).encode()
+    return KafkaMessage(headers=headers, key=message.key, value=message.value)
+
+
+def from_kafka(headers: Mapping[str, bytes], key: bytes | None, value: bytes) -> CloudEvent:
+    ce_headers = {k: v for k, v in headers.items() if k.startswith("ce_") or k == "content-type"}
+    return kafka_from_binary(KafkaMessage(headers=ce_headers, key=key, value=value))

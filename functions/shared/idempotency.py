@@ -1,0 +1,19 @@
+"""Idempotent consumers: each (source, id) takes effect once per consumer."""
+
+from __future__ import annotations
+
+import psycopg
+from cloudevents.http import CloudEvent
+
+
+def first_delivery(conn: psycopg.Connection, consumer: str, event: CloudEvent) -> bool:
+    """Records the event inside the caller's transaction; False when it was already recorded.
+
+    Call it in the same transaction as the effect: a rollback forgets both.
+    """
+    row = conn.execute(
+        "INSERT INTO processed_events (consumer, source, event_id) VALUES (%s, %s, %s)"
+        " ON CONFLICT DO NOTHING RETURNING 1",
+        (consumer, event["source"], event["id"]),
+    ).fetchone()
+    return row is not None

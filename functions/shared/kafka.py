@@ -1,0 +1,90 @@
+"""Kafka producer for CloudEvents in the binary binding, and topic creation."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from cloudevents.http import CloudEvent
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from functions.shared import events
+
+log = logging.getLogger("shop.kafka")
+
+
+class PublishError(RuntimeError):
+    """Kafka did not acknowledge every message; none of them may be marked sent."""
+
+
+class KafkaPublisher:
+    """Publishes CloudEvents and waits until Kafka acknowledged each one."""
+
+    def __init__(self, bootstrap_servers: str, *, timeout_seconds: float = 5.0) -> None:
+        self.timeout_seconds = timeout_seconds
+        self._producer = Producer(
+            {
+                "bootstrap.servers": bootstrap_servers,
+                "acks": "all",
+                "enable.idempotence": True,
+                "linger.ms": 1,
+                "message.timeout.ms": int(timeout_seconds * 1000),
+                "socket.connection.setup.timeout.ms": 3000,
+            }
+        )
+        self._lock = threading.Lock()
+
+    def publish(self, batch: Sequence[tuple[str, CloudEvent]]) -> None:
+        """Sends (topic, event) pairs in order; raises PublishError unless all were acknowledged."""
+        failures: list[str] = []
+
+        def delivered(error: KafkaError | None, message: Any) -> None:
+            if error is not None:
+                failures.append(f"{message.topic()}: {error}")
+
+        with self._lock:  # one batch at a time keeps each batch's delivery reports its own
+            for topic, event in batch:
+                message = events.to_kafka(event)
+                try:
+                    self._producer.produce(
+                        topic,
+                        key=message.key,
+                        value=message.value,
+                        headers=list(message.headers.items()),
+                        on_delivery=delivered,
+                    )
+                except (KafkaException, BufferError) as error:
+                    failures.append(f"{topic}: {error}")
+                    break
+                self._producer.poll(0)
+            remaining = self._producer.flush(self.timeout_seconds)
+            if remaining:
+                failures.append(f"{remaining} message(s) not acknowledged within {self.timeout_seconds}s")
+                # Drop what is still queued: the rows stay unsent and the next relay run
+                # sends them again, rather than this producer sending them behind our back.
+                self._producer.purge(in_queue=True, in_flight=False)
+                self._producer.poll(0)
+        if failures:
+            raise PublishError("; ".join(failures[:3]))
+
+    def close(self) -> None:
+        self._producer.flush(self.timeout_seconds)
+
+
+def ensure_topics(bootstrap_servers: str, topics: Iterable[str], partitions: int = 3) -> None:
+    """Creates missing topics (the broker does not auto-create them)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    existing = set(admin.list_topics(timeout=10).topics)
+    wanted = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics if t not in existing]
+    if not wanted:
+        return
+    for topic, future in admin.create_topics(wanted, operation_timeout=10).items():
+        try:
+            future.result()
+        except KafkaException as error:
+            if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+        log.info("created topic %s", topic)

@@ -1,0 +1,48 @@
+"""Prometheus metrics shared by every function; areas add their business counters here too."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+# Buckets sized for functions answering in milliseconds, with a tail for cold paths.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+REQUESTS = Counter(
+    "shop_http_requests_total",
+    "HTTP requests served, by function route, method and status code.",
+    ["route", "method", "status"],
+)
+REQUEST_DURATION = Histogram(
+    "shop_http_request_duration_seconds",
+    "Time to answer an HTTP request, by function route, method and status code.",
+    ["route", "method", "status"],
+    buckets=LATENCY_BUCKETS,
+)
+EVENTS_CONSUMED = Counter(
+    "shop_events_consumed_total",
+    "CloudEvents received by a consumer, by type and outcome (processed, duplicate, rejected, failed).",
+    ["type", "outcome"],
+)
+EVENTS_PUBLISHED = Counter(
+    "shop_events_published_total",
+    "CloudEvents published to Kafka by the outbox relay, by type.",
+    ["type"],
+)
+OUTBOX_OLDEST_AGE = Gauge(
+    "shop_outbox_oldest_unsent_age_seconds",
+    "Age of the oldest outbox row not yet published, seen at the last relay run.",
+    ["store"],
+)
+COLD_STARTS = Counter(
+    "shop_function_cold_starts_total",
+    "Processes of this function that served their first request.",
+)
+COLD_START_DURATION = Gauge(
+    "shop_function_cold_start_seconds",
+    "Seconds from process start to the end of its first request.",
+)
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text format body and its content type for GET /metrics."""
+    return generate_latest(), CONTENT_TYPE_LATEST

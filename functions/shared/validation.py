@@ -1,0 +1,94 @@
+"""Request validation against the JSON Schemas of each area's OpenAPI fragment (`api.yaml`).
+
+The same schemas build the gateway's public OpenAPI document, so what the document
+promises and what the functions enforce cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from decimal import Decimal
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+from jsonschema import validators
+
+from functions.shared import problems
+
+DECIMAL_PLACES = "x-maxDecimalPlaces"
+
+
+def _max_decimal_places(
+    validator: Any, places: int, instance: Any, schema: Mapping[str, Any]
+) -> Iterator[jsonschema.ValidationError]:
+    if isinstance(instance, Decimal) and instance.is_finite():
+        exponent = instance.normalize().as_tuple().exponent
+        if isinstance(exponent, int) and -exponent > places:
+            yield jsonschema.ValidationError(f"{instance} has more than {places} decimal places")
+    elif isinstance(instance, float):
+        # Bodies are parsed with Decimal; a float here means a caller built it in code.
+        yield jsonschema.ValidationError(f"{instance} must be an exact decimal")
+
+
+ShopValidator = validators.extend(
+    jsonschema.Draft202012Validator, {DECIMAL_PLACES: _max_decimal_places}
+)
+
+
+@cache
+def load_api(path: Path) -> dict[str, Any]:
+    """An area's OpenAPI fragment, parsed once."""
+    document = yaml.safe_load(path.read_text())
+    if not isinstance(document, dict):
+        raise ValueError(f"{path} is not an OpenAPI document")
+    return document
+
+
+class SchemaSet:
+    """The component schemas of one OpenAPI fragment, with `$ref`s resolved inside it."""
+
+    def __init__(self, api_path: Path) -> None:
+        self.document = load_api(api_path)
+        self._validators: dict[str, Any] = {}
+
+    def validator(self, name: str) -> Any:
+        if name not in self._validators:
+            schemas = self.document["components"]["schemas"]
+            if name not in schemas:
+                raise KeyError(f"no schema {name!r} in the API fragment")
+            # Resolve `#/components/schemas/...` refs against the whole fragment.
+            schema = {"$ref": f"#/components/schemas/{name}", **_root_of(self.document)}
+            self._validators[name] = ShopValidator(schema)
+        return self._validators[name]
+
+    def check(self, name: str, instance: Any, *, where: str = "") -> None:
+        """Raises a 400 problem listing every violation, each with a JSON pointer."""
+        errors = sorted(self.validator(name).iter_errors(instance), key=_error_order)
+        if errors:
+            raise problems.invalid([_field_error(e, where) for e in errors])
+
+
+def _root_of(document: Mapping[str, Any]) -> dict[str, Any]:
+    return {"components": document.get("components", {})}
+
+
+def _error_order(error: jsonschema.ValidationError) -> tuple[str, str]:
+    return ("/".join(str(p) for p in error.absolute_path), error.message)
+
+
+def _field_error(error: jsonschema.ValidationError, where: str) -> problems.FieldError:
+    path = list(error.absolute_path)
+    if error.validator == "required" and isinstance(error.instance, dict):
+        missing = next((p for p in error.validator_value if p not in error.instance), None)
+        if missing is not None:
+            path.append(missing)
+    elif error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = set(error.schema.get("properties", {}))
+        extra = next((p for p in error.instance if p not in allowed), None)
+        if extra is not None:
+            path.append(extra)
+    pointer = "/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in path)
+    return problems.FieldError(where + pointer if where else pointer, error.message)

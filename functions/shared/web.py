@@ -1,0 +1,217 @@
+"""HTTP plumbing for every function: problem+json errors, strict JSON in and out, /metrics, /healthz."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import Any
+
+import flask
+from werkzeug.exceptions import HTTPException
+
+from functions.shared import metrics, problems, tracing
+from functions.shared.config import config
+from functions.shared.logs import configure_logging
+
+MAX_BODY_BYTES = 1024 * 1024
+log = logging.getLogger("shop.web")
+_process_started = time.monotonic()
+_first_request_done = False
+
+
+def install() -> None:
+    """Wires the shared plumbing into the functions-framework app being created.
+
+    Call it at the top of an area's main.py: functions-framework executes that module
+    inside the new app's context, so `flask.current_app` is the function's app.
+    """
+    if not flask.has_app_context():
+        return
+    app = flask.current_app._get_current_object()  # type: ignore[attr-defined]
+    if app.extensions.get("shop"):
+        return
+    app.extensions["shop"] = True
+    settings = config()
+    configure_logging(settings.service, settings.optional("LOG_LEVEL", "INFO"))
+    tracing.configure_tracing(settings.service)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.register_error_handler(problems.Problem, _problem_response)
+    app.register_error_handler(HTTPException, _http_error_response)
+    app.register_error_handler(Exception, _crash_response)
+    app.add_url_rule("/metrics", "shop_metrics", _metrics, methods=["GET"])
+    app.add_url_rule("/healthz", "shop_health", _health, methods=["GET"])
+    app.before_request(_start_timer)
+    app.after_request(_record)
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+    FlaskInstrumentor().instrument_app(app, excluded_urls="healthz,metrics")
+
+
+def _metrics() -> flask.Response:
+    body, content_type = metrics.exposition()
+    return flask.Response(body, content_type=content_type)
+
+
+def _health() -> flask.Response:
+    return flask.Response("ok\n", content_type="text/plain")
+
+
+def _start_timer() -> None:
+    flask.g.shop_started = time.perf_counter()
+
+
+def _record(response: flask.Response) -> flask.Response:
+    global _first_request_done
+    started = flask.g.pop("shop_started", None)
+    if started is None or flask.request.endpoint in ("shop_metrics", "shop_health"):
+        return response
+    elapsed = time.perf_counter() - started
+    labels = (config().service, flask.request.method, str(response.status_code))
+    metrics.REQUESTS.labels(*labels).inc()
+    metrics.REQUEST_DURATION.labels(*labels).observe(elapsed)
+    if not _first_request_done:
+        _first_request_done = True
+        metrics.COLD_STARTS.inc()
+        metrics.COLD_START_DURATION.set(time.monotonic() - _process_started)
+    return response
+
+
+def problem(error: problems.Problem) -> flask.Response:
+    response = flask.Response(
+        json.dumps(error.body(flask.request.path if flask.has_request_context() else None)),
+        status=error.status,
+        content_type=problems.PROBLEM_JSON,
+    )
+    for name, value in error.headers.items():
+        response.headers[name] = value
+    return response
+
+
+def _problem_response(error: problems.Problem) -> flask.Response:
+    if error.status >= 500:
+        log.warning("request failed: %s", error)
+    return problem(error)
+
+
+def _http_error_response(error: HTTPException) -> flask.Response:
+    status = error.code or 500
+    detail = error.description or error.name
+    if status == 413:
+        detail = f"request body is larger than {MAX_BODY_BYTES} bytes"
+    elif status == 400 and "CloudEvent" in (error.description or ""):
+        # functions-framework's message embeds every header and the body: keep it short.
+        detail = "not a valid CloudEvent: id, source, type and specversion 1.0 are required"
+    slug = error.name.lower().replace(" ", "-")
+    return problem(problems.Problem(status, error.name, detail, slug))
+
+
+def _crash_response(error: Exception) -> flask.Response:
+    log.exception("unhandled error")
+    return problem(problems.Problem(500, "Internal error", "the function failed; it was logged", "internal"))
+
+
+def allow(request: flask.Request, *methods: str) -> None:
+    """405 with an Allow header unless the request uses one of `methods`."""
+    if request.method not in methods:
+        raise problems.Problem(
+            405,
+            "Method not allowed",
+            f"{request.method} is not supported here; use {', '.join(methods)}",
+            "method-not-allowed",
+            headers={"Allow": ", ".join(methods)},
+        )
+
+
+def read_json(request: flask.Request) -> Any:
+    """The body as JSON with exact decimals; 415/400 problems for anything else."""
+    mimetype = request.mimetype or ""
+    if mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise problems.Problem(
+            415,
+            "Unsupported media type",
+            f"send the body as application/json, not {mimetype or 'nothing'}",
+            "unsupported-media-type",
+        )
+    raw = request.get_data(cache=True)
+    if not raw:
+        raise problems.invalid_field("/", "the request body is empty; a JSON document is required")
+    try:
+        return json.loads(
+            raw,
+            parse_float=Decimal,
+            parse_constant=_reject_constant,
+            object_pairs_hook=_no_duplicate_keys,
+        )
+    except UnicodeDecodeError:
+        raise problems.invalid_field("/", "the body is not UTF-8") from None
+    except ValueError as error:
+        raise problems.invalid_field("/", f"the body is not valid JSON: {error}") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def query(request: flask.Request, allowed: Iterable[str]) -> Mapping[str, list[str]]:
+    """Query parameters, refusing names the endpoint does not know (a typo is not ignored)."""
+    known = set(allowed)
+    unknown = sorted(set(request.args) - known)
+    if unknown:
+        raise problems.invalid(
+            [problems.FieldError(name, f"unknown query parameter; allowed: {sorted(known)}") for name in unknown]
+        )
+    return {name: request.args.getlist(name) for name in request.args}
+
+
+def single(params: Mapping[str, list[str]], name: str) -> str | None:
+    values = params.get(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise problems.invalid_field(name, "give this parameter once")
+    return values[0]
+
+
+def integer(params: Mapping[str, list[str]], name: str, default: int, low: int, high: int) -> int:
+    raw = single(params, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise problems.invalid_field(name, f"must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise problems.invalid_field(name, f"must be between {low} and {high}, got {value}")
+    return value
+
+
+def to_json_value(value: Any) -> Any:
+    """Decimals leave as JSON numbers; a value a double cannot carry exactly leaves as a string."""
+    if isinstance(value, Decimal):
+        number = float(value)
+        return number if Decimal(repr(number)) == value else str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def json_response(
+    body: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> flask.Response:
+    response = flask.Response(
+        json.dumps(body, default=to_json_value), status=status, content_type="application/json"
+    )
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
