@@ -13,7 +13,9 @@ from functions.shared.outbox import FastPathRelay, MongoOutbox
 
 
 def now() -> datetime:
-    return datetime.now(UTC)
+    """UTC, to the millisecond: what MongoDB stores, so a written product reads back equal."""
+    moment = datetime.now(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 @cache

@@ -10,6 +10,8 @@ from decimal import Decimal
 from typing import Any
 
 import flask
+from cloudevents import exceptions as cloud_exceptions
+from cloudevents.http import CloudEvent, from_http
 from werkzeug.exceptions import HTTPException
 
 from functions.shared import metrics, problems, tracing
@@ -124,6 +126,21 @@ def allow(request: flask.Request, *methods: str) -> None:
             "method-not-allowed",
             headers={"Allow": ", ".join(methods)},
         )
+
+
+def is_cloud_event(request: flask.Request) -> bool:
+    """Binary mode carries ce-* headers; structured mode a cloudevents+json body."""
+    return "ce-specversion" in request.headers or (request.mimetype or "").startswith(
+        "application/cloudevents"
+    )
+
+
+def cloud_event(request: flask.Request) -> CloudEvent:
+    """The CloudEvent in an HTTP request (binary or structured mode), or a 400 problem."""
+    try:
+        return from_http(dict(request.headers), request.get_data())
+    except cloud_exceptions.GenericException as error:
+        raise problems.invalid_field("cloudevent", f"not a valid CloudEvent: {error}") from None
 
 
 def read_json(request: flask.Request) -> Any:

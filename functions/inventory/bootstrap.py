@@ -1,0 +1,40 @@
+"""Wires inventory's real collaborators once per process, on first use (never at import)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import cache
+
+from functions.inventory.store import PostgresInventoryStore
+from functions.shared.config import config
+from functions.shared.kafka import KafkaPublisher
+from functions.shared.outbox import FastPathRelay, PostgresOutbox
+
+
+@cache
+def inventory() -> PostgresInventoryStore:
+    return PostgresInventoryStore(config().required("DATABASE_URL"))
+
+
+@cache
+def outbox() -> PostgresOutbox:
+    return PostgresOutbox(config().required("DATABASE_URL"), "inventory")
+
+
+@cache
+def publisher() -> KafkaPublisher:
+    return KafkaPublisher(config().required("KAFKA_BOOTSTRAP_SERVERS"))
+
+
+@cache
+def fast_relay() -> FastPathRelay:
+    return FastPathRelay(lambda: outbox().relay(publisher()))
+
+
+def after_commit() -> None:
+    fast_relay().poke()
+
+
+def reservation_ttl() -> timedelta:
+    return timedelta(seconds=config().seconds("RESERVATION_TTL_SECONDS", 300))
+

@@ -1,0 +1,80 @@
+"""Inventory functions: check, reserve, release, restock, track, confirm and expire stock."""
+
+import flask
+import functions_framework
+from cloudevents.http import CloudEvent
+
+from functions.inventory import bootstrap, parse, service
+from functions.inventory.model import ConfirmReservation, ReleaseStock
+from functions.inventory.store import Delivery
+from functions.shared import events, identity, web
+
+web.install()
+
+
+@functions_framework.http
+def inventory_check(request: flask.Request) -> flask.Response:
+    """GET /api/inventory?skuCode=..&quantity=..: true/false for one SKU, per-SKU answers for several."""
+    web.allow(request, "GET")
+    query, single = parse.stock_query(web.query(request, parse.CHECK_PARAMETERS))
+    answers = service.check_stock(query, inventory=bootstrap.inventory())
+    if single:
+        line, level = answers[0]
+        return web.json_response(level.available >= line.quantity)
+    return web.json_response(
+        [
+            {"skuCode": line.sku, "quantity": line.quantity, "available": level.available,
+             "isInStock": level.available >= line.quantity}
+            for line, level in answers
+        ]
+    )
+
+
+@functions_framework.http
+def inventory_reserve(request: flask.Request) -> flask.Response:
+    """POST /reservations {orderNumber, items}: all lines or none; the same request again answers the same."""
+    web.allow(request, "POST")
+    cmd = parse.reserve_command(web.read_json(request))
+    outcome = service.reserve_stock(cmd, inventory=bootstrap.inventory(), after_commit=bootstrap.after_commit)
+    return web.json_response(outcome.reservation.as_json(), 201 if outcome.created else 200)
+
+
+@functions_framework.http
+def inventory_release(request: flask.Request) -> flask.Response:
+    """Compensation (POST /reservations/{orderNumber}/release) or a com.shop.order.cancelled CloudEvent."""
+    web.allow(request, "POST")
+    if web.is_cloud_event(request):
+        event = web.cloud_event(request)
+        data = events.accept(event, {events.ORDER_CANCELLED})
+        cmd = ReleaseStock(data["orderNumber"], "order cancelled")
+        service.release_stock(cmd, inventory=bootstrap.inventory(), delivery=Delivery("inventory-release", event))
+        return flask.Response(status=204)
+    cmd = ReleaseStock(parse.order_number_from_release_path(request.path), "compensation")
+    reservation = service.release_stock(cmd, inventory=bootstrap.inventory())
+    assert reservation is not None  # no delivery: never skipped as a duplicate
+    return web.json_response(reservation.as_json())
+
+
+@functions_framework.http
+def inventory_restock(request: flask.Request) -> flask.Response:
+    """PUT /api/inventory/{sku} {quantity, mode: set|add, lowStockThreshold?}, admin only."""
+    web.allow(request, "PUT")
+    identity.require(request.headers, "admin")
+    cmd = parse.restock_command(request.path, web.read_json(request))
+    level, created = service.restock(cmd, inventory=bootstrap.inventory())
+    return web.json_response(level.as_json(), 201 if created else 200)
+
+
+@functions_framework.cloud_event
+def inventory_track(event: CloudEvent) -> None:
+    """com.shop.product.created -> an empty stock row for the new SKU."""
+    data = events.accept(event, {events.PRODUCT_CREATED})
+    service.track_product(data["sku"], inventory=bootstrap.inventory(), delivery=Delivery("inventory-track", event))
+
+
+@functions_framework.cloud_event
+def inventory_confirm(event: CloudEvent) -> None:
+    """com.shop.order.placed -> the order's held reservation becomes committed."""
+    data = events.accept(event, {events.ORDER_PLACED})
+    cmd = ConfirmReservation(data["orderNumber"])
+    service.confirm_reservation(cmd, inventory=bootstrap.inventory(), delivery=Delivery("inventory-confirm", event))

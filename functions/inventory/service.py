@@ -1,0 +1,175 @@
+"""Inventory use cases: check, reserve, release, confirm, expire, restock and track stock."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+
+from cloudevents.http import CloudEvent
+
+from functions.inventory.model import (
+    ConfirmReservation,
+    InsufficientStock,
+    Line,
+    ReleaseStock,
+    Reservation,
+    ReservationConflict,
+    ReserveOutcome,
+    ReserveStock,
+    Restock,
+    StockLevel,
+    StockQuery,
+    UnknownSkus,
+)
+from functions.inventory.store import Delivery, InventoryStore
+from functions.shared import events, problems
+
+SOURCE = "inventory"
+log = logging.getLogger("shop.inventory")
+
+
+def check_stock(query: StockQuery, *, inventory: InventoryStore) -> list[tuple[Line, StockLevel]]:
+    levels = inventory.levels(line.sku for line in query.lines)
+    unknown = [i for i, line in enumerate(query.lines) if line.sku not in levels]
+    if unknown:
+        raise problems.Problem(
+            404,
+            "Unknown SKU",
+            "no stock is kept for " + ", ".join(repr(query.lines[i].sku) for i in unknown),
+            "unknown-sku",
+            errors=[problems.FieldError("skuCode", f"unknown SKU {query.lines[i].sku!r}") for i in unknown],
+        )
+    return [(line, levels[line.sku]) for line in query.lines]
+
+
+def crossings(outcome: ReserveOutcome) -> list[StockLevel]:
+    """Levels this reservation took under their low-stock threshold (once, on the way down)."""
+    return [
+        after
+        for before, after in zip(outcome.levels_before, outcome.levels_after, strict=True)
+        if after.available < after.low_stock_threshold <= before.available
+    ]
+
+
+def _low_stock_events(outcome: ReserveOutcome) -> list[CloudEvent]:
+    return [
+        events.new_event(
+            events.INVENTORY_LOW,
+            service=SOURCE,
+            subject=level.sku,
+            data={
+                "sku": level.sku,
+                "available": level.available,
+                "threshold": level.low_stock_threshold,
+                "orderNumber": outcome.reservation.order_number,
+            },
+        )
+        for level in crossings(outcome)
+    ]
+
+
+def reserve_stock(
+    cmd: ReserveStock, *, inventory: InventoryStore, after_commit: Callable[[], None]
+) -> ReserveOutcome:
+    try:
+        outcome = inventory.reserve(cmd, _low_stock_events)
+    except UnknownSkus as error:
+        raise problems.Problem(
+            422,
+            "Unknown SKU",
+            "these items are not stocked: " + ", ".join(error.skus),
+            "unknown-sku",
+            errors=[
+                problems.FieldError(f"/items/{i}/skuCode", f"unknown SKU {line.sku!r}")
+                for i, line in enumerate(cmd.lines)
+                if line.sku in error.skus
+            ],
+        ) from None
+    except InsufficientStock as error:
+        raise problems.Problem(
+            409,
+            "Insufficient stock",
+            "not enough stock for " + ", ".join(s.sku for s in error.shortages),
+            "insufficient-stock",
+            extensions={"shortages": [s.as_json() for s in error.shortages]},
+        ) from None
+    except ReservationConflict as error:
+        raise problems.conflict(str(error)) from None
+    if crossings(outcome):
+        after_commit()
+    return outcome
+
+
+def release_stock(
+    cmd: ReleaseStock, *, inventory: InventoryStore, delivery: Delivery | None = None
+) -> Reservation | None:
+    """Gives a reservation's stock back; a second release (or redelivery) changes nothing."""
+    reservation = inventory.release(cmd, delivery)
+    if reservation is not None:
+        log.info("reservation %s released (%s)", cmd.order_number, cmd.reason, extra={"order_number": cmd.order_number})
+    return reservation
+
+
+def confirm_reservation(
+    cmd: ConfirmReservation, *, inventory: InventoryStore, delivery: Delivery
+) -> Reservation | None:
+    reservation = inventory.confirm(cmd, delivery)
+    if reservation is None:
+        log.warning("order %s placed without a reservation on record", cmd.order_number)
+    return reservation
+
+
+class OrderState(StrEnum):
+    PLACED = "PLACED"
+    CANCELLED = "CANCELLED"
+    MISSING = "MISSING"
+
+
+@dataclass(frozen=True)
+class ExpiryReport:
+    released: int
+    confirmed: int
+    undecided: int
+
+
+def expire_reservations(
+    ttl: timedelta,
+    *,
+    inventory: InventoryStore,
+    order_state: Callable[[str], OrderState | None],
+    limit: int = 500,
+) -> ExpiryReport:
+    """Settles holds older than the TTL: the order's own state decides.
+
+    A hold outlives its TTL when the process that made it died before committing
+    the order (release it) or when the order's confirmation is still on its way,
+    e.g. Kafka was down (confirm it). If the orders service cannot answer, the
+    hold waits for the next sweep rather than risk overselling.
+    """
+    released = confirmed = undecided = 0
+    for order_number in inventory.held_longer_than(ttl, limit):
+        state = order_state(order_number)
+        if state is OrderState.PLACED:
+            inventory.confirm(ConfirmReservation(order_number))
+            confirmed += 1
+        elif state in (OrderState.MISSING, OrderState.CANCELLED):
+            inventory.release(ReleaseStock(order_number, "expired"))
+            released += 1
+        else:
+            undecided += 1
+    return ExpiryReport(released, confirmed, undecided)
+
+
+def restock(cmd: Restock, *, inventory: InventoryStore) -> tuple[StockLevel, bool]:
+    try:
+        return inventory.restock(cmd)
+    except UnknownSkus:
+        raise problems.not_found(f"no stock is kept for {cmd.sku!r}; PUT with mode 'set' creates it") from None
+
+
+def track_product(sku: str, *, inventory: InventoryStore, delivery: Delivery) -> bool:
+    """Creates the (empty) stock row of a new catalog SKU."""
+    return inventory.track(sku, delivery)

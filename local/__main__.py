@@ -1,0 +1,80 @@
+"""`python -m local start|reset`: the shop on this machine, from the manifests, on embedded servers."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from local.manifests import ROOT
+
+DATA_DIR = ROOT / ".local"
+
+
+def start(args: argparse.Namespace) -> None:
+    from local.seed import seed_if_empty
+    from local.stack import Stack, StackSettings
+
+    stack = Stack(StackSettings(data_dir=args.data_dir, port=args.port))
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.set())
+    try:
+        stack.start()
+        added = seed_if_empty(stack.mongodb_uri, stack.database_urls["inventory"])
+        print(banner(stack, added), flush=True)
+        stopping.wait()
+        print("\nstopping ...", flush=True)
+    finally:
+        stack.stop()
+
+
+def banner(stack: "Stack", seeded: int) -> str:  # type: ignore[name-defined]  # noqa: F821
+    lines = [
+        "",
+        "The shop is running. Ctrl-C stops everything.",
+        "",
+        f"  ingress        {stack.url}",
+        f"  a service      curl -H 'Host: product-list.shop.svc.cluster.local' {stack.url}/api/products",
+        f"                 curl {stack.url}/ksvc/product-list/api/products",
+        f"  status         {stack.url}/_local/services",
+        f"  data           {stack.data_dir}  ({'seeded ' + str(seeded) + ' demo products' if seeded else 'existing data'})",
+        f"  logs           {stack.log_dir}",
+        "",
+        f"  PostgreSQL     {stack.database_urls.get('inventory', '')}",
+        f"  MongoDB        {stack.mongodb_uri}",
+        f"  Kafka          {stack.kafka_bootstrap}",
+        f"  SMTP           {stack.smtp_url}",
+        "",
+        "  services       " + ", ".join(sorted(stack.services)),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def reset(args: argparse.Namespace) -> None:
+    if args.data_dir.exists():
+        shutil.rmtree(args.data_dir)
+        print(f"removed {args.data_dir}")
+    else:
+        print(f"nothing to remove at {args.data_dir}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m local", description=__doc__)
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR, help="where data and logs live (default .local/)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    start_parser = commands.add_parser("start", help="start the whole shop (Ctrl-C stops it)")
+    start_parser.add_argument("--port", type=int, default=8080, help="ingress port (default 8080)")
+    commands.add_parser("reset", help="wipe local data (databases, mail, logs)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    {"start": start, "reset": reset}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

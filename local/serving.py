@@ -1,0 +1,270 @@
+"""Knative Serving on a laptop: one ingress, a process per service, scale from and to zero."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from local.manifests import ROOT, KnativeService
+
+log = logging.getLogger("local.serving")
+PATH_PREFIX = "/ksvc/"
+HOP_BY_HOP = frozenset(
+    h.lower()
+    for h in (
+        "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailers",
+        "Transfer-Encoding", "Upgrade", "Content-Length", "Host",
+    )
+)
+START_TIMEOUT_SECONDS = 30.0
+STOP_GRACE_SECONDS = 10.0
+
+
+def problem(status: int, title: str, detail: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    body = {"type": f"/problems/{title.lower().replace(' ', '-')}", "title": title, "status": status, "detail": detail}
+    return web.Response(
+        status=status, text=json.dumps(body), content_type="application/problem+json", headers=headers
+    )
+
+
+@dataclass
+class Revision:
+    """The one local replica of a Knative Service: a functions-framework/gunicorn process."""
+
+    service: KnativeService
+    env: Mapping[str, str]
+    log_dir: Path
+    idle_seconds: float
+    port: int | None = None
+    process: asyncio.subprocess.Process | None = None
+    in_flight: int = 0
+    last_active: float = field(default_factory=time.monotonic)
+    cold_starts: int = 0
+    last_cold_start_seconds: float | None = None
+    _starting: asyncio.Future[str] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.service.name
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.returncode is None and self.port is not None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def ready(self, http: aiohttp.ClientSession) -> str:
+        """The base URL of a ready process, starting one first if scaled to zero."""
+        if self.running and self._starting is None:
+            return self.base_url
+        if self._starting is None:
+            self._starting = asyncio.get_running_loop().create_future()
+            try:
+                await self._start(http)
+                self._starting.set_result(self.base_url)
+            except Exception as error:
+                self._starting.set_exception(error)
+                self._starting.exception()  # the waiters below get it; no "never retrieved" noise
+                raise
+            finally:
+                starting, self._starting = self._starting, None
+            return starting.result()
+        return await asyncio.shield(self._starting)
+
+    async def _start(self, http: aiohttp.ClientSession) -> None:
+        from local.servers import free_port
+
+        began = time.monotonic()
+        self.port = free_port()
+        env = {
+            **os.environ,
+            **self.env,
+            "PORT": str(self.port),
+            "HOST": "127.0.0.1",
+            "K_SERVICE": self.name,
+            "K_CONFIGURATION": self.name,
+            "K_REVISION": f"{self.name}-00001",
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_dir / f"{self.name}.log", "ab") as log_file:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "functions.shared.serve",
+                cwd=ROOT, env=env, stdout=log_file, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+            )
+        deadline = began + START_TIMEOUT_SECONDS
+        probe = f"{self.base_url}{self.service.readiness_path}"
+        while True:
+            if self.process.returncode is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}; see {self.log_dir / self.name}.log")
+            try:
+                async with http.get(probe, timeout=aiohttp.ClientTimeout(total=1)) as response:
+                    if response.status == 200:
+                        break
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                await self.stop()
+                raise RuntimeError(f"{self.name} was not ready within {START_TIMEOUT_SECONDS:.0f}s")
+            await asyncio.sleep(0.02)
+        self.cold_starts += 1
+        self.last_cold_start_seconds = time.monotonic() - began
+        self.last_active = time.monotonic()
+        log.info("%s started on port %s in %.2fs", self.name, self.port, self.last_cold_start_seconds)
+
+    async def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.returncode is not None:
+            return
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            await asyncio.wait_for(process.wait(), STOP_GRACE_SECONDS)
+        except (ProcessLookupError, PermissionError):
+            pass
+        except asyncio.TimeoutError:
+            os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+        log.info("%s scaled to zero", self.name)
+
+    def idle(self, now: float) -> bool:
+        return (
+            self.running
+            and self._starting is None
+            and self.service.min_scale == 0
+            and self.in_flight == 0
+            and now - self.last_active >= self.idle_seconds
+        )
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "running": self.running,
+            "port": self.port if self.running else None,
+            "pid": self.process.pid if self.running and self.process else None,
+            "minScale": self.service.min_scale,
+            "idleSeconds": self.idle_seconds,
+            "inFlight": self.in_flight,
+            "coldStarts": self.cold_starts,
+            "lastColdStartSeconds": self.last_cold_start_seconds,
+        }
+
+
+class Ingress:
+    """Routes by Host (`<service>.<namespace>[...]`) or path (`/ksvc/<service>/...`) to revisions."""
+
+    def __init__(self, revisions: Mapping[str, Revision], namespace: str, default_service: str | None = None) -> None:
+        self.revisions = revisions
+        self.namespace = namespace
+        self.default_service = default_service
+        self.http: aiohttp.ClientSession | None = None
+        self.extra_routes: list[Callable[[web.Request], Any]] = []
+
+    async def open(self) -> None:
+        self.http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+
+    async def close(self) -> None:
+        if self.http:
+            await self.http.close()
+
+    def route(self, request: web.Request) -> tuple[str | None, str]:
+        """(service name, path to forward) for a request."""
+        host = request.host.split(":")[0].lower()
+        labels = host.split(".")
+        if len(labels) >= 2 and labels[1] == self.namespace and labels[0] in self.revisions:
+            return labels[0], request.path_qs
+        if request.path.startswith(PATH_PREFIX):
+            name, _, rest = request.path[len(PATH_PREFIX) :].partition("/")
+            query = f"?{request.query_string}" if request.query_string else ""
+            return name, f"/{rest}{query}"
+        return self.default_service, request.path_qs
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        name, path = self.route(request)
+        revision = self.revisions.get(name or "")
+        if revision is None:
+            return problem(
+                404,
+                "Unknown service",
+                f"no Knative Service {name!r} in namespace {self.namespace}; address one as "
+                f"Host: <service>.{self.namespace}.svc.cluster.local or {PATH_PREFIX}<service>/<path>; "
+                f"services: {sorted(self.revisions)}",
+            )
+        return await self.forward(revision, request, path)
+
+    async def forward(self, revision: Revision, request: web.Request, path: str) -> web.StreamResponse:
+        assert self.http is not None
+        revision.in_flight += 1
+        try:
+            try:
+                base = await revision.ready(self.http)
+            except RuntimeError as error:
+                return problem(503, "Service unavailable", str(error), {"Retry-After": "5"})
+            headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+            headers["X-Forwarded-Host"] = request.host
+            headers["X-Forwarded-Proto"] = request.scheme
+            if request.remote:
+                headers["X-Forwarded-For"] = request.remote
+            body = await request.read()
+            timeout = aiohttp.ClientTimeout(total=revision.service.timeout_seconds)
+            try:
+                async with self.http.request(
+                    request.method, base + path, headers=headers, data=body or None,
+                    timeout=timeout, allow_redirects=False,
+                ) as upstream:
+                    payload = await upstream.read()
+                    reply_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
+                    return web.Response(status=upstream.status, headers=reply_headers, body=payload)
+            except asyncio.TimeoutError:
+                return problem(
+                    504, "Gateway timeout", f"{revision.name} did not answer within {revision.service.timeout_seconds:.0f}s"
+                )
+            except aiohttp.ClientError as error:
+                return problem(502, "Bad gateway", f"{revision.name} failed: {error}")
+        finally:
+            revision.in_flight -= 1
+            revision.last_active = time.monotonic()
+
+
+class Autoscaler:
+    """Starts min-scale services, stops idle ones, notices crashed ones (like a pod restart)."""
+
+    def __init__(self, revisions: Mapping[str, Revision], http: Callable[[], aiohttp.ClientSession]) -> None:
+        self.revisions = revisions
+        self.http = http
+
+    async def start_min_scale(self) -> None:
+        await asyncio.gather(*(r.ready(self.http()) for r in self.revisions.values() if r.service.min_scale > 0))
+
+    async def run(self, interval: float = 0.5) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for revision in self.revisions.values():
+                if revision.idle(now):
+                    await revision.stop()
+                elif revision.process is not None and revision.process.returncode is not None:
+                    log.warning("%s exited with %s", revision.name, revision.process.returncode)
+                    revision.process = None
+                    if revision.service.min_scale > 0:
+                        asyncio.create_task(revision.ready(self.http()))
+
+    async def stop_all(self) -> None:
+        await asyncio.gather(*(r.stop() for r in self.revisions.values()))

@@ -1,0 +1,223 @@
+"""The whole shop on one machine: embedded servers, schemas, Knative Serving (and Eventing) from the manifests.
+
+`python -m local start` runs it in the foreground; the tests start the same Stack on
+free ports in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from functions.shared import events, kafka, migrate
+from local import manifests
+from local.serving import Autoscaler, Ingress, Revision
+from local.servers import EmbeddedKafka, EmbeddedMongo, EmbeddedPostgres, EmbeddedSmtp, free_port
+
+log = logging.getLogger("local.stack")
+T = TypeVar("T")
+NAMESPACE = "shop"
+
+
+@dataclass
+class StackSettings:
+    data_dir: Path
+    port: int = 8080  # 0: any free port
+    durable: bool = True  # False: throwaway data (tests), fsync off
+    idle_seconds: float | None = None  # overrides each service's autoscaling window
+    manifest_paths: tuple[Path, ...] = (manifests.KNATIVE_DIR,)
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+
+
+class Stack:
+    """Starts and stops every part; its URLs and settings are what `start` prints."""
+
+    def __init__(self, settings: StackSettings) -> None:
+        self.settings = settings
+        self.data_dir = settings.data_dir
+        self.log_dir = settings.data_dir / "logs"
+        self.postgres: EmbeddedPostgres | None = None
+        self.mongo: EmbeddedMongo | None = None
+        self.kafka: EmbeddedKafka | None = None
+        self.smtp: EmbeddedSmtp | None = None
+        self.database_urls: dict[str, str] = {}
+        self.mongodb_uri = ""
+        self.kafka_bootstrap = ""
+        self.smtp_url = ""
+        self.identity_secret = ""
+        self.port = 0
+        self.services = manifests.services(settings.manifest_paths)
+        self.revisions: dict[str, Revision] = {}
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="local-runtime", daemon=True)
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.ingress: Ingress | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._start_servers()
+        self.database_urls = migrate.migrate_postgres(self._postgres_server_url())
+        migrate.migrate_mongo(self.mongodb_uri)
+        kafka.ensure_topics(self.kafka_bootstrap, events.TOPICS)
+        self.identity_secret = self._identity_secret()
+        self.port = self.settings.port or free_port()
+        self._thread.start()
+        self.call(self._start_serving())
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            try:
+                self.call(self._stop_serving(), timeout=60)
+            finally:
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._thread.join(10)
+        for server in (self.smtp, self.kafka, self.mongo, self.postgres):
+            if server is not None:
+                server.stop()
+
+    def __enter__(self) -> Stack:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def call(self, coroutine: Any, timeout: float = 120) -> Any:
+        """Runs a coroutine on the runtime's loop from another thread and waits for it."""
+        future: Future[Any] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        return future.result(timeout)
+
+    # --- servers ------------------------------------------------------------------------
+
+    def _start_servers(self) -> None:
+        env = self.settings.environ
+        durable = self.settings.durable
+        if env.get("DATABASE_URL"):
+            log.info("using external PostgreSQL from DATABASE_URL")
+        else:
+            self.postgres = EmbeddedPostgres(self.data_dir / "postgres", log_dir=self.log_dir, durable=durable)
+            self.postgres.start()
+        if env.get("MONGODB_URI"):
+            self.mongodb_uri = env["MONGODB_URI"]
+        else:
+            self.mongo = EmbeddedMongo(self.data_dir / "mongodb" if durable else None, log_dir=self.log_dir)
+            self.mongo.start()
+            self.mongodb_uri = self.mongo.uri
+        if env.get("KAFKA_BOOTSTRAP_SERVERS"):
+            self.kafka_bootstrap = env["KAFKA_BOOTSTRAP_SERVERS"]
+        else:
+            self.kafka = EmbeddedKafka(log_dir=self.log_dir)
+            self.kafka.start()
+            self.kafka_bootstrap = self.kafka.bootstrap_servers
+        if env.get("SMTP_URL"):
+            self.smtp_url = env["SMTP_URL"]
+        else:
+            self.smtp = EmbeddedSmtp(self.data_dir / "mail")
+            self.smtp.start()
+            self.smtp_url = self.smtp.url
+
+    def _postgres_server_url(self) -> str:
+        external = self.settings.environ.get("DATABASE_URL")
+        if external:
+            return external
+        assert self.postgres is not None
+        return self.postgres.url()
+
+    def _identity_secret(self) -> str:
+        path = self.data_dir / "identity-secret"
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(32))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    # --- what the cluster's Secrets and ConfigMaps hold, here ------------------------------
+
+    def secret_values(self) -> dict[tuple[str, str], str]:
+        values = {(f"{domain}-db", "url"): url for domain, url in self.database_urls.items()}
+        values[("catalog-mongodb", "uri")] = self.mongodb_uri
+        values[("shop-identity", "secret")] = self.identity_secret
+        values[("smtp", "url")] = self.smtp_url
+        return values
+
+    def config_map_values(self) -> dict[tuple[str, str], str]:
+        return {("shop-config", "kafka.bootstrap"): self.kafka_bootstrap}
+
+    def service_env(self, service: manifests.KnativeService) -> dict[str, str]:
+        """The container env of a service, references resolved against local values."""
+        secret_values, config_values = self.secret_values(), self.config_map_values()
+        env: dict[str, str] = {}
+        for var in service.env:
+            if var.secret is not None:
+                if var.secret not in secret_values:
+                    raise KeyError(f"{service.name}: no local value for secret {var.secret[0]}/{var.secret[1]}")
+                env[var.name] = secret_values[var.secret]
+            elif var.config_map is not None:
+                if var.config_map not in config_values:
+                    raise KeyError(f"{service.name}: no local value for configMap {var.config_map[0]}/{var.config_map[1]}")
+                env[var.name] = config_values[var.config_map]
+            else:
+                env[var.name] = var.value or ""
+        env["SERVICE_INGRESS_URL"] = self.url
+        env["SHOP_NAMESPACE"] = service.namespace
+        return env
+
+    # --- serving ------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def service_host(self, name: str) -> str:
+        return f"{name}.{self.services[name].namespace}.svc.cluster.local"
+
+    async def _start_serving(self) -> None:
+        for name, service in self.services.items():
+            idle = self.settings.idle_seconds if self.settings.idle_seconds is not None else service.window_seconds
+            self.revisions[name] = Revision(service, self.service_env(service), self.log_dir, idle)
+        default = "gateway" if "gateway" in self.services else None
+        self.ingress = Ingress(self.revisions, NAMESPACE, default)
+        await self.ingress.open()
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app.router.add_get("/_local/services", self._services_status)
+        app.router.add_route("*", "/{tail:.*}", self.ingress.handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        autoscaler = Autoscaler(self.revisions, self._http)
+        self._tasks.append(asyncio.create_task(autoscaler.run()))
+        await autoscaler.start_min_scale()
+
+    def _http(self) -> Any:
+        assert self.ingress is not None and self.ingress.http is not None
+        return self.ingress.http
+
+    async def _services_status(self, _: web.Request) -> web.Response:
+        return web.json_response({"services": [r.status() for r in self.revisions.values()]})
+
+    async def _stop_serving(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*(r.stop() for r in self.revisions.values()))
+        if self._runner:
+            await self._runner.cleanup()
+        if self.ingress:
+            await self.ingress.close()
+
+    def stop_service(self, name: str) -> None:
+        self.call(self.revisions[name].stop())
+
+    def running(self, names: Iterable[str] | None = None) -> list[str]:
+        return [n for n, r in self.revisions.items() if r.running and (names is None or n in names)]
