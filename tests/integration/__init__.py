@@ -1,0 +1,1 @@
+"""Integration tests: code exercised against real, embedded servers."""
