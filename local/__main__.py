@@ -33,7 +33,7 @@ def start(args: argparse.Namespace) -> None:
         stack.stop()
 
 
-def banner(stack: "Stack", seeded: int) -> str:  # type: ignore[name-defined]  # noqa: F821
+def banner(stack: Stack, seeded: int) -> str:  # type: ignore[name-defined]  # noqa: F821
     lines = [
         "",
         "The shop is running. Ctrl-C stops everything.",
@@ -42,7 +42,7 @@ def banner(stack: "Stack", seeded: int) -> str:  # type: ignore[name-defined]  #
         f"  a service      curl -H 'Host: product-list.shop.svc.cluster.local' {stack.url}/api/products",
         f"                 curl {stack.url}/ksvc/product-list/api/products",
         f"  status         {stack.url}/_local/services",
-        f"  data           {stack.data_dir}  ({'seeded ' + str(seeded) + ' demo products' if seeded else 'existing data'})",
+        f"  data           {stack.data_dir}  ({f'seeded {seeded} demo products' if seeded else 'existing data'})",
         f"  logs           {stack.log_dir}",
         "",
         f"  PostgreSQL     {stack.database_urls.get('inventory', '')}",

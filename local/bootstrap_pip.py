@@ -15,9 +15,7 @@ def main() -> None:
     with urllib.request.urlopen(INDEX, timeout=60) as response:
         release = json.load(response)
     wheel = next(
-        f
-        for f in release["urls"]
-        if f["packagetype"] == "bdist_wheel" and f["filename"].endswith("py3-none-any.whl")
+        f for f in release["urls"] if f["packagetype"] == "bdist_wheel" and f["filename"].endswith("py3-none-any.whl")
     )
     with urllib.request.urlopen(wheel["url"], timeout=120) as response:
         payload = response.read()

@@ -13,7 +13,7 @@ from functions.inventory.model import Restock
 from functions.inventory.store import PostgresInventoryStore
 from functions.shared import db
 
-# (sku, name, category, price, units in stock, description)
+# Each row: SKU, name, category, price, units in stock, description.
 PRODUCTS: tuple[tuple[str, str, str, str, int, str], ...] = (
     ("iphone_15", "iPhone 15", "phones", "799.00", 100, "Apple iPhone 15, 128 GB, A16 Bionic, 48 MP camera"),
     ("pixel_8", "Pixel 8", "phones", "699.00", 100, "Google Pixel 8, 128 GB, Tensor G3, seven years of updates"),
@@ -22,7 +22,14 @@ PRODUCTS: tuple[tuple[str, str, str, str, int, str], ...] = (
     ("iphone_15_pro", "iPhone 15 Pro", "phones", "999.00", 40, "Apple iPhone 15 Pro, titanium, 128 GB"),
     ("pixel_8a", "Pixel 8a", "phones", "499.00", 60, "Google Pixel 8a, 128 GB"),
     ("macbook_air_13", "MacBook Air 13", "laptops", "1099.00", 25, "Apple MacBook Air 13-inch, M3, 8 GB, 256 GB SSD"),
-    ("thinkpad_x1", "ThinkPad X1 Carbon", "laptops", "1649.00", 15, "Lenovo ThinkPad X1 Carbon Gen 12, 16 GB, 512 GB SSD"),
+    (
+        "thinkpad_x1",
+        "ThinkPad X1 Carbon",
+        "laptops",
+        "1649.00",
+        15,
+        "Lenovo ThinkPad X1 Carbon Gen 12, 16 GB, 512 GB SSD",
+    ),
     ("xps_13", "XPS 13", "laptops", "1299.99", 20, "Dell XPS 13, Core Ultra 7, 16 GB, 512 GB SSD"),
     ("framework_13", "Framework Laptop 13", "laptops", "1049.00", 12, "Framework Laptop 13, repairable, Ryzen 7"),
     ("airpods_pro_2", "AirPods Pro 2", "audio", "249.00", 80, "Apple AirPods Pro (2nd gen), USB-C, noise cancelling"),

@@ -97,11 +97,7 @@ class _ServerProcess(_Server):
     def __init__(self, port: int | None, log_dir: Path | None) -> None:
         # Chosen once so that a restart comes back on the same port.
         self.port = port or free_port()
-        self.log_dir = (
-            log_dir
-            if log_dir is not None
-            else Path(tempfile.mkdtemp(prefix=f"local-{self.name}-"))
-        )
+        self.log_dir = log_dir if log_dir is not None else Path(tempfile.mkdtemp(prefix=f"local-{self.name}-"))
         self.log_path = self.log_dir / f"{self.name}.log"
         self._process: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
@@ -154,22 +150,16 @@ class _ServerProcess(_Server):
         assert self._process is not None
         while not self._ready():
             if self._process.poll() is not None:
-                raise self._failure(
-                    f"exited with code {self._process.returncode} while starting"
-                )
+                raise self._failure(f"exited with code {self._process.returncode} while starting")
             if time.monotonic() > deadline:
-                raise self._failure(
-                    f"did not accept connections within {START_TIMEOUT:.0f} s"
-                )
+                raise self._failure(f"did not accept connections within {START_TIMEOUT:.0f} s")
             time.sleep(0.05)
 
     def _failure(self, what: str) -> RuntimeError:
         with self.log_path.open("rb") as log_file:
             log_file.seek(self._log_offset)
             tail = log_file.read().decode(errors="replace")[-4000:]
-        return RuntimeError(
-            f"{self.name} on {HOST}:{self.port} {what}; {self.log_path} says:\n{tail}"
-        )
+        return RuntimeError(f"{self.name} on {HOST}:{self.port} {what}; {self.log_path} says:\n{tail}")
 
     def stop(self) -> None:
         process, self._process = self._process, None
@@ -181,9 +171,7 @@ class _ServerProcess(_Server):
         try:
             process.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
-            log.warning(
-                "%s did not stop within %.0f s; killing it", self.name, STOP_TIMEOUT
-            )
+            log.warning("%s did not stop within %.0f s; killing it", self.name, STOP_TIMEOUT)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
@@ -217,9 +205,7 @@ class EmbeddedPostgres(_ServerProcess):
 
     def ensure_database(self, name: str) -> str:
         with psycopg.connect(self.url(), autocommit=True) as conn:
-            exists = conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
-            ).fetchone()
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
             # DuplicateDatabase: someone else created it between our check and CREATE.
             if not exists:
                 with contextlib.suppress(psycopg.errors.DuplicateDatabase):
@@ -266,9 +252,7 @@ class EmbeddedPostgres(_ServerProcess):
                 check=False,
             )
         if result.returncode != 0:
-            raise self._failure(
-                f"initdb of {self.data_dir} failed with code {result.returncode}"
-            )
+            raise self._failure(f"initdb of {self.data_dir} failed with code {result.returncode}")
 
     def _command(self) -> list[str]:
         socket_dir = str(self.data_dir)
@@ -320,19 +304,12 @@ class EmbeddedMongo(_ServerProcess):
     def _prepare(self) -> None:
         # A config file of our own stops secantusd from picking up ./secantusd.toml or
         # ~/.secantus/secantusd.toml, which could turn on auth or TLS behind our back.
-        self._config.write_text(
-            "# Empty on purpose: every setting is given on the command line.\n"
-        )
+        self._config.write_text("# Empty on purpose: every setting is given on the command line.\n")
 
     def _command(self) -> list[str]:
-        executable = shutil.which(
-            "secantusd-py", path=str(Path(sys.executable).parent)
-        ) or shutil.which("secantusd-py")
+        executable = shutil.which("secantusd-py", path=str(Path(sys.executable).parent)) or shutil.which("secantusd-py")
         if executable is None:
-            raise RuntimeError(
-                "secantusd-py is neither next to the Python interpreter nor on PATH; "
-                "install SecantusDB"
-            )
+            raise RuntimeError("secantusd-py is neither next to the Python interpreter nor on PATH; install SecantusDB")
         return [
             executable,
             "--config", str(self._config),
@@ -377,9 +354,7 @@ class EmbeddedKafka(_ServerProcess):
 
     def _ready(self) -> bool:
         # librdkafka would otherwise print every refused connection to stderr.
-        admin = AdminClient(
-            {"bootstrap.servers": self.bootstrap_servers, "log_level": 0}
-        )
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0})
         try:
             admin.list_topics(timeout=1)
             return True
@@ -402,16 +377,12 @@ class _MailDrop:
             self._failures_left = count
             self._failure_code = code
 
-    async def handle_DATA(
-        self, server: SMTP, session: Session, envelope: Envelope
-    ) -> str:
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         with self._lock:
             if self._failures_left > 0:
                 self._failures_left -= 1
                 enhanced = "4.3.0" if self._failure_code < 500 else "5.3.0"
-                return (
-                    f"{self._failure_code} {enhanced} Refused by fail_next(); try later"
-                )
+                return f"{self._failure_code} {enhanced} Refused by fail_next(); try later"
         self._save(envelope)
         return "250 OK"
 
@@ -466,9 +437,7 @@ class EmbeddedSmtp(_Server):
         """Every message received so far, oldest first (names start with UTC time)."""
         messages = []
         for path in sorted(self.mail_dir.glob("*.eml")):
-            message = email.message_from_bytes(
-                path.read_bytes(), policy=email.policy.default
-            )
+            message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
             assert isinstance(message, EmailMessage)
             messages.append(message)
         return messages

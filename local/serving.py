@@ -24,8 +24,16 @@ PATH_PREFIX = "/ksvc/"
 HOP_BY_HOP = frozenset(
     h.lower()
     for h in (
-        "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailers",
-        "Transfer-Encoding", "Upgrade", "Content-Length", "Host",
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "TE",
+        "Trailers",
+        "Transfer-Encoding",
+        "Upgrade",
+        "Content-Length",
+        "Host",
     )
 )
 START_TIMEOUT_SECONDS = 30.0
@@ -34,9 +42,7 @@ STOP_GRACE_SECONDS = 10.0
 
 def problem(status: int, title: str, detail: str, headers: Mapping[str, str] | None = None) -> web.Response:
     body = {"type": f"/problems/{title.lower().replace(' ', '-')}", "title": title, "status": status, "detail": detail}
-    return web.Response(
-        status=status, text=json.dumps(body), content_type="application/problem+json", headers=headers
-    )
+    return web.Response(status=status, text=json.dumps(body), content_type="application/problem+json", headers=headers)
 
 
 @dataclass
@@ -103,19 +109,27 @@ class Revision:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_dir / f"{self.name}.log", "ab") as log_file:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "functions.shared.serve",
-                cwd=ROOT, env=env, stdout=log_file, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+                sys.executable,
+                "-m",
+                "functions.shared.serve",
+                cwd=ROOT,
+                env=env,
+                stdout=log_file,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
             )
         deadline = began + START_TIMEOUT_SECONDS
         probe = f"{self.base_url}{self.service.readiness_path}"
         while True:
             if self.process.returncode is not None:
-                raise RuntimeError(f"{self.name} exited with {self.process.returncode}; see {self.log_dir / self.name}.log")
+                raise RuntimeError(
+                    f"{self.name} exited with {self.process.returncode}; see {self.log_dir / self.name}.log"
+                )
             try:
                 async with http.get(probe, timeout=aiohttp.ClientTimeout(total=1)) as response:
                     if response.status == 200:
                         break
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 pass
             if time.monotonic() > deadline:
                 await self.stop()
@@ -135,10 +149,10 @@ class Revision:
             await asyncio.wait_for(process.wait(), STOP_GRACE_SECONDS)
         except (ProcessLookupError, PermissionError):
             pass
-        except asyncio.TimeoutError:
+        except TimeoutError:
             os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
-        log.info("%s scaled to zero", self.name)
+        log.info("%s stopped", self.name)
 
     def idle(self, now: float) -> bool:
         return (
@@ -226,15 +240,21 @@ class Ingress:
             timeout = aiohttp.ClientTimeout(total=revision.service.timeout_seconds)
             try:
                 async with self.http.request(
-                    request.method, base + path, headers=headers, data=body or None,
-                    timeout=timeout, allow_redirects=False,
+                    request.method,
+                    base + path,
+                    headers=headers,
+                    data=body or None,
+                    timeout=timeout,
+                    allow_redirects=False,
                 ) as upstream:
                     payload = await upstream.read()
                     reply_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
                     return web.Response(status=upstream.status, headers=reply_headers, body=payload)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return problem(
-                    504, "Gateway timeout", f"{revision.name} did not answer within {revision.service.timeout_seconds:.0f}s"
+                    504,
+                    "Gateway timeout",
+                    f"{revision.name} did not answer within {revision.service.timeout_seconds:.0f}s",
                 )
             except aiohttp.ClientError as error:
                 return problem(502, "Bad gateway", f"{revision.name} failed: {error}")
@@ -249,6 +269,7 @@ class Autoscaler:
     def __init__(self, revisions: Mapping[str, Revision], http: Callable[[], aiohttp.ClientSession]) -> None:
         self.revisions = revisions
         self.http = http
+        self._restarts: set[asyncio.Task[str]] = set()
 
     async def start_min_scale(self) -> None:
         await asyncio.gather(*(r.ready(self.http()) for r in self.revisions.values() if r.service.min_scale > 0))
@@ -264,7 +285,8 @@ class Autoscaler:
                     log.warning("%s exited with %s", revision.name, revision.process.returncode)
                     revision.process = None
                     if revision.service.min_scale > 0:
-                        asyncio.create_task(revision.ready(self.http()))
+                        self._restarts.add(asyncio.create_task(revision.ready(self.http())))
+                        self._restarts = {t for t in self._restarts if not t.done()}
 
     async def stop_all(self) -> None:
         await asyncio.gather(*(r.stop() for r in self.revisions.values()))

@@ -16,13 +16,15 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from functions.shared import events, kafka, migrate
 from local import manifests
-from local.serving import Autoscaler, Ingress, Revision
+from local.eventing import BROKER_INGRESS_HOST, BROKER_PATH_PREFIX, Destination, Eventing, load
 from local.servers import EmbeddedKafka, EmbeddedMongo, EmbeddedPostgres, EmbeddedSmtp, free_port
+from local.serving import Autoscaler, Ingress, Revision, problem
 
 log = logging.getLogger("local.stack")
 T = TypeVar("T")
@@ -36,6 +38,7 @@ class StackSettings:
     durable: bool = True  # False: throwaway data (tests), fsync off
     idle_seconds: float | None = None  # overrides each service's autoscaling window
     manifest_paths: tuple[Path, ...] = (manifests.KNATIVE_DIR,)
+    eventing_paths: tuple[Path, ...] = (manifests.EVENTING_DIR,)
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
 
@@ -63,6 +66,9 @@ class Stack:
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.ingress: Ingress | None = None
+        self.topology = load(settings.eventing_paths)
+        self.eventing: Eventing | None = None
+        self._check_destinations()
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -166,7 +172,9 @@ class Stack:
                 env[var.name] = secret_values[var.secret]
             elif var.config_map is not None:
                 if var.config_map not in config_values:
-                    raise KeyError(f"{service.name}: no local value for configMap {var.config_map[0]}/{var.config_map[1]}")
+                    raise KeyError(
+                        f"{service.name}: no local value for configMap {var.config_map[0]}/{var.config_map[1]}"
+                    )
                 env[var.name] = config_values[var.config_map]
             else:
                 env[var.name] = var.value or ""
@@ -183,6 +191,53 @@ class Stack:
     def service_host(self, name: str) -> str:
         return f"{name}.{self.services[name].namespace}.svc.cluster.local"
 
+    def _check_destinations(self) -> None:
+        """Fails at start, not at first delivery, when eventing/ names a service knative/ lacks."""
+        topology = self.topology
+        destinations = [t.subscriber for t in topology.triggers] + [s.sink for s in topology.kafka_sources]
+        destinations += [p.sink for p in topology.ping_sources]
+        destinations += [d.dead_letter for d in (t.delivery for t in topology.triggers) if d.dead_letter]
+        for destination in destinations:
+            if destination.kind == "Service" and destination.name not in self.services:
+                raise ValueError(
+                    f"eventing/ sends to Knative Service {destination.name!r}, which knative/ does not define"
+                )
+
+    def resolve(self, destination: Destination) -> tuple[str, dict[str, str]]:
+        """Where the local runtime POSTs for a destination, and the Host header to route it."""
+        if destination.kind == "Service":
+            return f"{self.url}/", {"Host": f"{destination.name}.{destination.namespace}.svc.cluster.local"}
+        if destination.kind == "Broker":
+            return f"{self.url}{BROKER_PATH_PREFIX}{destination.namespace}/{destination.name}", {}
+        parts = urlsplit(destination.uri)
+        if parts.hostname and parts.hostname.endswith(".svc.cluster.local"):
+            return f"{self.url}{parts.path or '/'}", {"Host": parts.hostname}
+        return destination.uri, {}
+
+    async def _route(self, request: web.Request) -> web.StreamResponse:
+        """Broker ingress by its cluster host or /_broker/<ns>/<name>; everything else to services."""
+        assert self.ingress is not None and self.eventing is not None
+        host = request.host.split(":")[0].lower()
+        if host.startswith(BROKER_INGRESS_HOST + ".") or host == BROKER_INGRESS_HOST:
+            namespace, _, name = request.path.strip("/").partition("/")
+            return await self.eventing.ingress(request, namespace, name)
+        if request.path.startswith(BROKER_PATH_PREFIX):
+            namespace, _, name = request.path[len(BROKER_PATH_PREFIX) :].strip("/").partition("/")
+            return await self.eventing.ingress(request, namespace, name)
+        return await self.ingress.handle(request)
+
+    async def _fire_ping(self, request: web.Request) -> web.Response:
+        assert self.eventing is not None
+        ping = self.eventing.ping_source(request.match_info["namespace"], request.match_info["name"])
+        if ping is None:
+            return problem(404, "Unknown PingSource", f"no PingSource {request.match_info['name']}")
+        outcome = await self.eventing.fire(ping)
+        return web.json_response({"delivered": outcome.delivered, "status": outcome.status})
+
+    async def _eventing_status(self, _: web.Request) -> web.Response:
+        assert self.eventing is not None
+        return web.json_response(self.eventing.stats)
+
     async def _start_serving(self) -> None:
         for name, service in self.services.items():
             idle = self.settings.idle_seconds if self.settings.idle_seconds is not None else service.window_seconds
@@ -192,13 +247,20 @@ class Stack:
         await self.ingress.open()
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_get("/_local/services", self._services_status)
-        app.router.add_route("*", "/{tail:.*}", self.ingress.handle)
+        app.router.add_get("/_local/eventing", self._eventing_status)
+        app.router.add_post("/_local/pingsources/{namespace}/{name}", self._fire_ping)
+        app.router.add_route("*", "/{tail:.*}", self._route)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
         autoscaler = Autoscaler(self.revisions, self._http)
         self._tasks.append(asyncio.create_task(autoscaler.run()))
         await autoscaler.start_min_scale()
+        self.eventing = Eventing(
+            self.topology, self.kafka_bootstrap, asyncio.get_running_loop(), self._http, self.resolve
+        )
+        await self.eventing.start()
+        await self.eventing.wait_ready()
 
     def _http(self) -> Any:
         assert self.ingress is not None and self.ingress.http is not None
@@ -210,6 +272,8 @@ class Stack:
     async def _stop_serving(self) -> None:
         for task in self._tasks:
             task.cancel()
+        if self.eventing:
+            await self.eventing.stop()
         await asyncio.gather(*(r.stop() for r in self.revisions.values()))
         if self._runner:
             await self._runner.cleanup()

@@ -37,9 +37,7 @@ def create_product(
         created_at=now,
         updated_at=now,
     )
-    event = events.new_event(
-        events.PRODUCT_CREATED, service=SOURCE, subject=product.sku, data=product.as_event_data()
-    )
+    event = events.new_event(events.PRODUCT_CREATED, service=SOURCE, subject=product.sku, data=product.as_event_data())
     try:
         stored = products.insert(product, event)
     except DuplicateSku:

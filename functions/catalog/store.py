@@ -50,7 +50,7 @@ def text_filter(query: ProductQuery) -> dict[str, Any]:
 class MongoProductStore:
     """`catalog.products` (unique index on sku) with the outbox in the same transaction."""
 
-    def __init__(self, client: MongoClient, database: str = "catalog") -> None:  # type: ignore[type-arg]
+    def __init__(self, client: MongoClient, database: str = "catalog") -> None:
         self.client = client
         self.database = client[database]
         self.products = self.database[PRODUCTS]

@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import cache
 
+from functions.inventory.orders import HttpOrderStates
 from functions.inventory.store import PostgresInventoryStore
 from functions.shared.config import config
 from functions.shared.kafka import KafkaPublisher
 from functions.shared.outbox import FastPathRelay, PostgresOutbox
+from functions.shared.services import ServiceClient
 
 
 @cache
@@ -38,3 +40,7 @@ def after_commit() -> None:
 def reservation_ttl() -> timedelta:
     return timedelta(seconds=config().seconds("RESERVATION_TTL_SECONDS", 300))
 
+
+@cache
+def order_state() -> HttpOrderStates:
+    return HttpOrderStates(ServiceClient("order-get"), config().required("IDENTITY_SECRET"))

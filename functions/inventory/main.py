@@ -23,8 +23,12 @@ def inventory_check(request: flask.Request) -> flask.Response:
         return web.json_response(level.available >= line.quantity)
     return web.json_response(
         [
-            {"skuCode": line.sku, "quantity": line.quantity, "available": level.available,
-             "isInStock": level.available >= line.quantity}
+            {
+                "skuCode": line.sku,
+                "quantity": line.quantity,
+                "available": level.available,
+                "isInStock": level.available >= line.quantity,
+            }
             for line, level in answers
         ]
     )
@@ -78,3 +82,12 @@ def inventory_confirm(event: CloudEvent) -> None:
     data = events.accept(event, {events.ORDER_PLACED})
     cmd = ConfirmReservation(data["orderNumber"])
     service.confirm_reservation(cmd, inventory=bootstrap.inventory(), delivery=Delivery("inventory-confirm", event))
+
+
+@functions_framework.cloud_event
+def inventory_expire(event: CloudEvent) -> None:
+    """PingSource sweep: settle holds older than RESERVATION_TTL_SECONDS by asking orders what became of them."""
+    events.accept(event, {events.PING})
+    service.expire_reservations(
+        bootstrap.reservation_ttl(), inventory=bootstrap.inventory(), order_state=bootstrap.order_state()
+    )

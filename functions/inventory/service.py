@@ -71,9 +71,7 @@ def _low_stock_events(outcome: ReserveOutcome) -> list[CloudEvent]:
     ]
 
 
-def reserve_stock(
-    cmd: ReserveStock, *, inventory: InventoryStore, after_commit: Callable[[], None]
-) -> ReserveOutcome:
+def reserve_stock(cmd: ReserveStock, *, inventory: InventoryStore, after_commit: Callable[[], None]) -> ReserveOutcome:
     try:
         outcome = inventory.reserve(cmd, _low_stock_events)
     except UnknownSkus as error:

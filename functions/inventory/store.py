@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol
 
-import psycopg
 from cloudevents.http import CloudEvent
 
 from functions.inventory.model import (
@@ -99,7 +98,7 @@ class PostgresInventoryStore:
                 outbox.add(conn, event)
             return outcome
 
-    def _replay(self, conn: psycopg.Connection, cmd: ReserveStock) -> ReserveOutcome:
+    def _replay(self, conn: db.Connection, cmd: ReserveStock) -> ReserveOutcome:
         existing = _reservation(conn, cmd.order_number, lock=False)
         assert existing is not None
         reservation, digest = existing
@@ -194,7 +193,7 @@ class PostgresInventoryStore:
             return row is not None
 
 
-def _lock_stock(conn: psycopg.Connection, skus: dict[str, int]) -> dict[str, StockLevel]:
+def _lock_stock(conn: db.Connection, skus: dict[str, int]) -> dict[str, StockLevel]:
     """Locks the SKUs' rows in SKU order (a fixed order means no deadlocks)."""
     rows = conn.execute(
         "SELECT sku, available, low_stock_threshold FROM stock WHERE sku = ANY(%s) ORDER BY sku FOR UPDATE",
@@ -203,7 +202,7 @@ def _lock_stock(conn: psycopg.Connection, skus: dict[str, int]) -> dict[str, Sto
     return {r["sku"]: _level(r) for r in rows}
 
 
-def _move_stock(conn: psycopg.Connection, deltas: dict[str, int]) -> None:
+def _move_stock(conn: db.Connection, deltas: dict[str, int]) -> None:
     conn.execute(
         "UPDATE stock s SET available = s.available + d.delta, updated_at = now()"
         " FROM unnest(%s::text[], %s::int[]) AS d(sku, delta) WHERE s.sku = d.sku",
@@ -211,7 +210,7 @@ def _move_stock(conn: psycopg.Connection, deltas: dict[str, int]) -> None:
     )
 
 
-def _reservation(conn: psycopg.Connection, order_number: str, *, lock: bool) -> tuple[Reservation, str] | None:
+def _reservation(conn: db.Connection, order_number: str, *, lock: bool) -> tuple[Reservation, str] | None:
     row = conn.execute(
         "SELECT order_number, status, request_hash, created_at FROM reservations WHERE order_number = %s"
         + (" FOR UPDATE" if lock else ""),
@@ -231,7 +230,7 @@ def _reservation(conn: psycopg.Connection, order_number: str, *, lock: bool) -> 
     return reservation, row["request_hash"]
 
 
-def _set_status(conn: psycopg.Connection, reservation: Reservation, status: ReservationStatus) -> Reservation:
+def _set_status(conn: db.Connection, reservation: Reservation, status: ReservationStatus) -> Reservation:
     conn.execute(
         "UPDATE reservations SET status = %s, updated_at = now() WHERE order_number = %s",
         (status.value, reservation.order_number),

@@ -6,23 +6,27 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pymongo
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool
 
 _lock = threading.Lock()
-_pools: dict[str, ConnectionPool] = {}
-_mongo: dict[str, pymongo.MongoClient] = {}  # type: ignore[type-arg]
+# Connections whose rows are dicts (column name -> value).
+Connection = psycopg.Connection[DictRow]
+_pools: dict[str, ConnectionPool[Connection]] = {}
+_mongo: dict[str, pymongo.MongoClient[Any]] = {}
 
 
-def pool(url: str, max_size: int = 8) -> ConnectionPool:
+def pool(url: str, max_size: int = 8) -> ConnectionPool[Connection]:
     """One pool per database URL and process; rows come back as dicts."""
     with _lock:
         if url not in _pools:
             _pools[url] = ConnectionPool(
                 url,
+                connection_class=psycopg.Connection[DictRow],
                 min_size=1,
                 max_size=max_size,
                 kwargs={"row_factory": dict_row, "autocommit": False},
@@ -34,19 +38,16 @@ def pool(url: str, max_size: int = 8) -> ConnectionPool:
 
 
 @contextmanager
-def transaction(url: str) -> Iterator[psycopg.Connection]:
+def transaction(url: str) -> Iterator[Connection]:
     """A connection inside one transaction: committed on success, rolled back on error."""
-    with pool(url).connection() as conn:
-        with conn.transaction():
-            yield conn
+    with pool(url).connection() as conn, conn.transaction():
+        yield conn
 
 
-def mongo(uri: str) -> pymongo.MongoClient:  # type: ignore[type-arg]
+def mongo(uri: str) -> pymongo.MongoClient[Any]:
     with _lock:
         if uri not in _mongo:
-            _mongo[uri] = pymongo.MongoClient(
-                uri, tz_aware=True, serverSelectionTimeoutMS=5000, connectTimeoutMS=3000
-            )
+            _mongo[uri] = pymongo.MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=5000, connectTimeoutMS=3000)
         return _mongo[uri]
 
 

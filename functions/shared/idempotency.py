@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import psycopg
 from cloudevents.http import CloudEvent
 
+from functions.shared import db
 
-def first_delivery(conn: psycopg.Connection, consumer: str, event: CloudEvent) -> bool:
+
+def first_delivery(conn: db.Connection, consumer: str, event: CloudEvent) -> bool:
     """Records the event inside the caller's transaction; False when it was already recorded.
 
     Call it in the same transaction as the effect: a rollback forgets both.

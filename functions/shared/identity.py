@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from jose import JWTError, jwt
 
@@ -22,6 +23,12 @@ ALGORITHM = "HS256"
 ISSUER = "shop-gateway"
 AUDIENCE = "shop-functions"
 DEFAULT_TTL_SECONDS = 60
+
+
+class Headers(Protocol):
+    """Anything with case-insensitive header lookup: Flask's request.headers, a dict."""
+
+    def get(self, key: str, /) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -58,9 +65,7 @@ def sign(identity: Identity, secret: str, ttl_seconds: int = DEFAULT_TTL_SECONDS
 
 def verify(token: str, secret: str) -> Identity:
     try:
-        claims = jwt.decode(
-            token, secret, algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER
-        )
+        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER)
     except JWTError as error:
         raise problems.unauthorized(f"forwarded identity rejected: {error}") from None
     roles = claims.get("roles", [])
@@ -75,7 +80,7 @@ def verify(token: str, secret: str) -> Identity:
     )
 
 
-def from_headers(headers: Mapping[str, str]) -> Identity | None:
+def from_headers(headers: Headers | Mapping[str, str]) -> Identity | None:
     """The verified identity in the request headers, None when absent; 401 when forged."""
     token = headers.get(HEADER)
     if not token:
@@ -83,7 +88,7 @@ def from_headers(headers: Mapping[str, str]) -> Identity | None:
     return verify(token, config().required("IDENTITY_SECRET"))
 
 
-def require(headers: Mapping[str, str], role: str | None = None) -> Identity:
+def require(headers: Headers | Mapping[str, str], role: str | None = None) -> Identity:
     """The caller, who must be signed in and, when `role` is given, hold it."""
     identity = from_headers(headers)
     if identity is None:

@@ -28,6 +28,11 @@ EVENTS_PUBLISHED = Counter(
     "CloudEvents published to Kafka by the outbox relay, by type.",
     ["type"],
 )
+EVENTS_DEAD_LETTERED = Counter(
+    "shop_events_dead_lettered_total",
+    "CloudEvents kept by the dead-letter sink after their delivery retries ran out, by type.",
+    ["type"],
+)
 OUTBOX_OLDEST_AGE = Gauge(
     "shop_outbox_oldest_unsent_age_seconds",
     "Age of the oldest outbox row not yet published, seen at the last relay run.",

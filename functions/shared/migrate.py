@@ -23,11 +23,7 @@ log = logging.getLogger("shop.migrate")
 
 def domains() -> dict[str, Path]:
     """Domain name -> its schema file: every functions/<domain>/schema.sql."""
-    return {
-        path.parent.name: path
-        for path in sorted(FUNCTIONS_DIR.glob("*/schema.sql"))
-        if path != SHARED_SCHEMA
-    }
+    return {path.parent.name: path for path in sorted(FUNCTIONS_DIR.glob("*/schema.sql")) if path != SHARED_SCHEMA}
 
 
 def database_url(server_url: str, database: str) -> str:

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-import psycopg
 from cloudevents.http import CloudEvent
 from psycopg.types.json import Jsonb
 from pymongo import ASCENDING
@@ -44,11 +43,10 @@ def _topic(event: CloudEvent) -> str:
 # --- PostgreSQL -------------------------------------------------------------------------
 
 
-def add(conn: psycopg.Connection, event: CloudEvent) -> None:
+def add(conn: db.Connection, event: CloudEvent) -> None:
     """Queues `event` inside the caller's open transaction."""
     conn.execute(
-        "INSERT INTO outbox (event_id, event_type, topic, partition_key, event)"
-        " VALUES (%s, %s, %s, %s, %s)",
+        "INSERT INTO outbox (event_id, event_type, topic, partition_key, event) VALUES (%s, %s, %s, %s, %s)",
         (event["id"], event["type"], _topic(event), event["partitionkey"], Jsonb(events.to_structured(event))),
     )
 
@@ -73,9 +71,7 @@ class PostgresOutbox:
                 if rows:
                     batch = [(r["topic"], events.from_structured(r["event"])) for r in rows]
                     publisher.publish(batch)
-                    conn.execute(
-                        "UPDATE outbox SET sent_at = now() WHERE id = ANY(%s)", ([r["id"] for r in rows],)
-                    )
+                    conn.execute("UPDATE outbox SET sent_at = now() WHERE id = ANY(%s)", ([r["id"] for r in rows],))
                     _count_published(batch)
             sent += len(rows)
             if len(rows) < BATCH:
@@ -100,7 +96,7 @@ class PostgresOutbox:
 OUTBOX_COLLECTION = "outbox"
 
 
-def add_document(database: Database, session: ClientSession, event: CloudEvent) -> None:  # type: ignore[type-arg]
+def add_document(database: Database, session: ClientSession, event: CloudEvent) -> None:
     """Queues `event` inside the caller's MongoDB transaction."""
     database[OUTBOX_COLLECTION].insert_one(
         {
@@ -116,14 +112,14 @@ def add_document(database: Database, session: ClientSession, event: CloudEvent) 
     )
 
 
-def ensure_document_indexes(database: Database) -> None:  # type: ignore[type-arg]
+def ensure_document_indexes(database: Database) -> None:
     database[OUTBOX_COLLECTION].create_index([("sentAt", ASCENDING), ("createdAt", ASCENDING)])
 
 
 class MongoOutbox:
     """The outbox collection of a MongoDB database; documents are claimed with a lease."""
 
-    def __init__(self, database: Database, name: str, lease: timedelta = timedelta(seconds=30)) -> None:  # type: ignore[type-arg]
+    def __init__(self, database: Database, name: str, lease: timedelta = timedelta(seconds=30)) -> None:
         self.collection = database[OUTBOX_COLLECTION]
         self.name = name
         self.lease = lease

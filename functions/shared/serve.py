@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 import sys
-
 from typing import Any
 
 import functions_framework
 import gunicorn.app.base
 
 
-class FunctionServer(gunicorn.app.base.BaseApplication):  # type: ignore[misc]
+class FunctionServer(gunicorn.app.base.BaseApplication):
     def __init__(self, app: Any, options: dict[str, Any]) -> None:
         self.app = app
         self.options = options

@@ -33,9 +33,7 @@ def _max_decimal_places(
         yield jsonschema.ValidationError(f"{instance} must be an exact decimal")
 
 
-ShopValidator = validators.extend(
-    jsonschema.Draft202012Validator, {DECIMAL_PLACES: _max_decimal_places}
-)
+ShopValidator = validators.extend(jsonschema.Draft202012Validator, {DECIMAL_PLACES: _max_decimal_places})
 
 
 @cache
@@ -82,11 +80,13 @@ def _error_order(error: jsonschema.ValidationError) -> tuple[str, str]:
 def _field_error(error: jsonschema.ValidationError, where: str) -> problems.FieldError:
     path = list(error.absolute_path)
     if error.validator == "required" and isinstance(error.instance, dict):
-        missing = next((p for p in error.validator_value if p not in error.instance), None)
+        required: list[str] = list(error.validator_value)  # type: ignore[arg-type]
+        missing = next((p for p in required if p not in error.instance), None)
         if missing is not None:
             path.append(missing)
     elif error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = set(error.schema.get("properties", {}))
+        schema = error.schema if isinstance(error.schema, Mapping) else {}
+        allowed = set(schema.get("properties", {}))
         extra = next((p for p in error.instance if p not in allowed), None)
         if extra is not None:
             path.append(extra)

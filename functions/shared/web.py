@@ -40,7 +40,6 @@ def install() -> None:
     configure_logging(settings.service, settings.optional("LOG_LEVEL", "INFO"))
     tracing.configure_tracing(settings.service)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    app.json.sort_keys = False  # type: ignore[attr-defined]
     app.register_error_handler(problems.Problem, _problem_response)
     app.register_error_handler(HTTPException, _http_error_response)
     app.register_error_handler(Exception, _crash_response)
@@ -130,9 +129,7 @@ def allow(request: flask.Request, *methods: str) -> None:
 
 def is_cloud_event(request: flask.Request) -> bool:
     """Binary mode carries ce-* headers; structured mode a cloudevents+json body."""
-    return "ce-specversion" in request.headers or (request.mimetype or "").startswith(
-        "application/cloudevents"
-    )
+    return "ce-specversion" in request.headers or (request.mimetype or "").startswith("application/cloudevents")
 
 
 def cloud_event(request: flask.Request) -> CloudEvent:
@@ -223,12 +220,8 @@ def to_json_value(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def json_response(
-    body: Any, status: int = 200, headers: Mapping[str, str] | None = None
-) -> flask.Response:
-    response = flask.Response(
-        json.dumps(body, default=to_json_value), status=status, content_type="application/json"
-    )
+def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> flask.Response:
+    response = flask.Response(json.dumps(body, default=to_json_value), status=status, content_type="application/json")
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response

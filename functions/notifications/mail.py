@@ -1,0 +1,83 @@
+"""Email for events: which template and recipient each event type gets, and sending over SMTP."""
+
+from __future__ import annotations
+
+import smtplib
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
+
+import jinja2
+
+from functions.shared import events
+
+TEMPLATES = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
+    autoescape=False,  # plain-text mail
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+)
+SUBJECTS = {
+    # The original system's wording for a placed order.
+    events.ORDER_PLACED: "Your Order with OrderNumber {orderNumber} is placed successfully",
+    events.ORDER_CANCELLED: "Your Order with OrderNumber {orderNumber} has been cancelled",
+    events.INVENTORY_LOW: "Low stock: {sku} has {available} left",
+}
+NOTIFIED_TYPES = frozenset(SUBJECTS)
+
+
+@dataclass(frozen=True)
+class Email:
+    recipient: str
+    subject: str
+    body: str
+    message_id: str
+
+
+def compose(event_type: str, event_id: str, data: dict[str, Any], *, operations: str, domain: str) -> Email:
+    """The email for an event: the customer's for orders, the operations address for stock."""
+    recipient = operations if event_type == events.INVENTORY_LOW else data["email"]
+    body = TEMPLATES.get_template(f"{event_type}.txt").render(**data)
+    # A Message-ID derived from the event id: mail clients drop a duplicate too.
+    return Email(recipient, SUBJECTS[event_type].format(**data), body, f"<{event_id}@{domain}>")
+
+
+class Mailer(Protocol):
+    def send(self, email: Email) -> None: ...
+
+
+class SmtpMailer:
+    """SMTP_URL: smtp://[user:password@]host:port (STARTTLS when offered) or smtps:// (TLS)."""
+
+    def __init__(self, url: str, sender: str, timeout: float = 10.0) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+            raise ValueError(f"SMTP_URL must look like smtp://host:port, got {url!r}")
+        self.tls = parts.scheme == "smtps"
+        self.host = parts.hostname
+        self.port = parts.port or (465 if self.tls else 25)
+        self.user = unquote(parts.username) if parts.username else None
+        self.password = unquote(parts.password) if parts.password else None
+        self.sender = sender
+        self.timeout = timeout
+
+    def send(self, email: Email) -> None:
+        message = EmailMessage()
+        message["From"] = self.sender
+        message["To"] = email.recipient
+        message["Subject"] = email.subject
+        message["Date"] = formatdate(usegmt=True)
+        message["Message-ID"] = email.message_id
+        message.set_content(email.body)
+        smtp_class = smtplib.SMTP_SSL if self.tls else smtplib.SMTP
+        with smtp_class(self.host, self.port, timeout=self.timeout) as smtp:
+            if not self.tls:
+                smtp.ehlo()
+                if smtp.has_extn("starttls"):
+                    smtp.starttls()
+            if self.user:
+                smtp.login(self.user, self.password or "")
+            smtp.send_message(message)

@@ -1,0 +1,24 @@
+"""Notification functions: notification-send."""
+
+import functions_framework
+from cloudevents.http import CloudEvent
+
+from functions.notifications import bootstrap, service
+from functions.notifications.mail import NOTIFIED_TYPES
+from functions.shared import events, web
+
+web.install()
+
+
+@functions_framework.cloud_event
+def notification_send(event: CloudEvent) -> None:
+    """order.placed, order.cancelled, inventory.low -> one email each, never two for one event."""
+    data = events.accept(event, NOTIFIED_TYPES)
+    service.send_notification(
+        event,
+        data,
+        ledger=bootstrap.ledger(),
+        mailer=bootstrap.mailer(),
+        operations=bootstrap.operations_address(),
+        domain=bootstrap.mail_domain(),
+    )

@@ -1,0 +1,68 @@
+"""Wires the orders area's real collaborators once per process, on first use (never at import)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from functools import cache
+
+from functions.orders.store import PostgresOrderStore
+from functions.orders.upstreams import HttpCatalog, HttpInventory
+from functions.shared.config import config
+from functions.shared.kafka import KafkaPublisher
+from functions.shared.outbox import FastPathRelay, PostgresOutbox
+from functions.shared.services import ServiceClient
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_order_number() -> str:
+    """ORD-20261124-3F9A1C7B2D: the day, for humans, then 40 random bits."""
+    return f"ORD-{now():%Y%m%d}-{secrets.token_hex(5).upper()}"
+
+
+@cache
+def orders() -> PostgresOrderStore:
+    return PostgresOrderStore(config().required("DATABASE_URL"))
+
+
+@cache
+def outbox() -> PostgresOutbox:
+    return PostgresOutbox(config().required("DATABASE_URL"), "orders")
+
+
+@cache
+def publisher() -> KafkaPublisher:
+    return KafkaPublisher(config().required("KAFKA_BOOTSTRAP_SERVERS"))
+
+
+@cache
+def fast_relay() -> FastPathRelay:
+    return FastPathRelay(lambda: outbox().relay(publisher()))
+
+
+def after_commit() -> None:
+    fast_relay().poke()
+
+
+@cache
+def _clients() -> tuple[ServiceClient, ServiceClient, ServiceClient]:
+    settings = config()
+    timeout = settings.seconds("UPSTREAM_TIMEOUT_SECONDS", 3.0)
+    return (
+        ServiceClient("product-get", timeout=timeout),
+        ServiceClient("inventory-reserve", timeout=timeout),
+        ServiceClient("inventory-release", timeout=timeout),
+    )
+
+
+def catalog() -> HttpCatalog:
+    return HttpCatalog(_clients()[0])
+
+
+def inventory(forward_headers: Mapping[str, str]) -> HttpInventory:
+    _, reserve, release = _clients()
+    return HttpInventory(reserve, release, forward_headers)

@@ -1,0 +1,217 @@
+"""Order use cases: place (a saga: price, reserve, commit, compensate), read, list and cancel orders."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from functions.orders.model import (
+    CancelOrder,
+    KeyInFlight,
+    KeyInUse,
+    Order,
+    OrderLine,
+    OrderNotCancellable,
+    OrderPage,
+    OrderQuery,
+    OrderStatus,
+    PlaceOrder,
+    PricedProduct,
+)
+from functions.orders.store import OrderStore
+from functions.orders.upstreams import Catalog, Inventory
+from functions.shared import events, problems
+from functions.shared.identity import Identity
+from functions.shared.services import UpstreamUnavailable
+
+SOURCE = "orders"
+log = logging.getLogger("shop.orders")
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True)
+class Placed:
+    body: dict[str, Any]
+    order_number: str
+    replayed: bool
+
+
+def place_order(
+    cmd: PlaceOrder,
+    *,
+    orders: OrderStore,
+    catalog: Catalog,
+    inventory: Inventory,
+    clock: Clock,
+    new_order_number: Callable[[], str],
+    after_commit: Callable[[], None],
+) -> Placed:
+    """Validates, prices from the catalog, reserves stock, then commits order + outbox in one transaction.
+
+    Nothing is written and no stock stays held unless the whole order commits: a failure
+    after the reservation releases it (and a crash before that is caught by the
+    reservation TTL, which asks this service whether the order exists).
+    """
+    key = cmd.idempotency_key
+    if key is not None:
+        try:
+            stored = orders.claim_key(cmd.customer.id, key, cmd.request_hash)
+        except KeyInUse:
+            raise problems.unprocessable(
+                "this Idempotency-Key was used with a different request; use a new key for a new order",
+                "idempotency-key-reused",
+            ) from None
+        except KeyInFlight:
+            raise problems.Problem(
+                409,
+                "Request in progress",
+                "a request with this Idempotency-Key is still being processed",
+                "idempotency-key-in-flight",
+                headers={"Retry-After": "1"},
+            ) from None
+        if stored is not None:
+            return Placed(stored.body, stored.order_number, replayed=True)
+    try:
+        return _place(
+            cmd,
+            orders=orders,
+            catalog=catalog,
+            inventory=inventory,
+            clock=clock,
+            new_order_number=new_order_number,
+            after_commit=after_commit,
+        )
+    except BaseException:
+        if key is not None:
+            orders.release_key(cmd.customer.id, key)
+        raise
+
+
+def _place(
+    cmd: PlaceOrder,
+    *,
+    orders: OrderStore,
+    catalog: Catalog,
+    inventory: Inventory,
+    clock: Clock,
+    new_order_number: Callable[[], str],
+    after_commit: Callable[[], None],
+) -> Placed:
+    products = _price(cmd, catalog)
+    lines = tuple(
+        OrderLine(line.sku, products[line.sku].name, line.quantity, products[line.sku].price) for line in cmd.lines
+    )
+    order = Order(
+        new_order_number(), cmd.customer, OrderStatus.PLACED, lines, products[cmd.lines[0].sku].currency, clock()
+    )
+    try:
+        inventory.reserve(order.order_number, cmd.lines)
+    except UpstreamUnavailable as error:
+        # The reservation may have happened before the failure: undo it, best effort.
+        _compensate(inventory, order.order_number)
+        raise problems.unavailable(
+            f"inventory is unavailable ({error.reason}); nothing was ordered", error.retry_after
+        ) from None
+    event = events.new_event(
+        events.ORDER_PLACED, service=SOURCE, subject=order.order_number, data=order.placed_event_data()
+    )
+    body = order.as_json()
+    try:
+        orders.insert(order, event, cmd.idempotency_key, body)
+    except BaseException:
+        _compensate(inventory, order.order_number)
+        raise
+    after_commit()
+    log.info(
+        "order %s placed, total %s %s",
+        order.order_number,
+        order.total,
+        order.currency,
+        extra={"order_number": order.order_number},
+    )
+    return Placed(body, order.order_number, replayed=False)
+
+
+def _price(cmd: PlaceOrder, catalog: Catalog) -> dict[str, PricedProduct]:
+    products: dict[str, PricedProduct] = {}
+    errors: list[problems.FieldError] = []
+    try:
+        for i, line in enumerate(cmd.lines):
+            product = catalog.product(line.sku)
+            if product is None:
+                errors.append(problems.FieldError(f"/items/{i}/skuCode", f"no product {line.sku!r} in the catalog"))
+            elif not product.active:
+                errors.append(problems.FieldError(f"/items/{i}/skuCode", f"{line.sku!r} is not for sale"))
+            else:
+                products[line.sku] = product
+    except UpstreamUnavailable as error:
+        raise problems.unavailable(
+            f"the catalog is unavailable ({error.reason}); nothing was ordered", error.retry_after
+        ) from None
+    if errors:
+        raise problems.Problem(
+            422,
+            "Unknown or unavailable products",
+            "; ".join(e.message for e in errors),
+            "unknown-product",
+            errors=errors,
+        )
+    currencies = {p.currency for p in products.values()}
+    if len(currencies) > 1:
+        raise problems.unprocessable(f"items are priced in several currencies {sorted(currencies)}; order them apart")
+    return products
+
+
+def _compensate(inventory: Inventory, order_number: str) -> None:
+    try:
+        inventory.release(order_number)
+        log.info("reservation of %s released (compensation)", order_number, extra={"order_number": order_number})
+    except (UpstreamUnavailable, problems.Problem) as error:
+        log.warning(
+            "compensation for %s failed (%s); the reservation TTL will release it",
+            order_number,
+            error,
+            extra={"order_number": order_number},
+        )
+
+
+def visible_to(caller: Identity) -> Callable[[Order], bool]:
+    """Customers see their own orders; admins and internal services see all."""
+    return lambda order: caller.is_admin or caller.has_role("service") or order.customer.id == caller.subject
+
+
+def get_order(order_number: str, caller: Identity, *, orders: OrderStore) -> Order:
+    order = orders.get(order_number)
+    # Someone else's order is "not found", not "forbidden": its existence is not disclosed.
+    if order is None or not visible_to(caller)(order):
+        raise problems.not_found(f"no order {order_number!r}")
+    return order
+
+
+def list_orders(query: OrderQuery, *, orders: OrderStore) -> OrderPage:
+    return orders.search(query)
+
+
+def cancel_order(
+    cmd: CancelOrder, caller: Identity, *, orders: OrderStore, clock: Clock, after_commit: Callable[[], None]
+) -> Order:
+    def event_for(order: Order) -> Any:
+        return events.new_event(
+            events.ORDER_CANCELLED, service=SOURCE, subject=order.order_number, data=order.cancelled_event_data()
+        )
+
+    try:
+        cancelled = orders.cancel(cmd, visible_to(caller), clock(), event_for)
+    except OrderNotCancellable as error:
+        raise problems.conflict(
+            f"order {cmd.order_number!r} is {error.status.value}; only PLACED orders can be cancelled",
+            status=error.status.value,
+        ) from None
+    if cancelled is None:
+        raise problems.not_found(f"no order {cmd.order_number!r}")
+    after_commit()
+    log.info("order %s cancelled", cmd.order_number, extra={"order_number": cmd.order_number})
+    return cancelled

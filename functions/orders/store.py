@@ -1,0 +1,218 @@
+"""Orders storage in PostgreSQL: order, lines, outbox row and idempotency answer commit together."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from cloudevents.http import CloudEvent
+from psycopg.types.json import Jsonb
+
+from functions.orders.model import (
+    CancelOrder,
+    Customer,
+    KeyInFlight,
+    KeyInUse,
+    Order,
+    OrderLine,
+    OrderNotCancellable,
+    OrderPage,
+    OrderQuery,
+    OrderStatus,
+    StoredResponse,
+)
+from functions.shared import db, outbox
+
+# A claim with no answer after this long belongs to a request that died: it may be retried.
+ABANDONED_CLAIM = timedelta(seconds=30)
+
+
+class OrderStore(Protocol):
+    def claim_key(self, customer_id: str, key: str, request_hash: str) -> StoredResponse | None: ...
+
+    def release_key(self, customer_id: str, key: str) -> None: ...
+
+    def insert(self, order: Order, event: CloudEvent, key: str | None, response: dict[str, Any] | None) -> None: ...
+
+    def get(self, order_number: str) -> Order | None: ...
+
+    def search(self, query: OrderQuery) -> OrderPage: ...
+
+    def cancel(
+        self,
+        cmd: CancelOrder,
+        allowed: Callable[[Order], bool],
+        now: datetime,
+        event_for: Callable[[Order], CloudEvent],
+    ) -> Order | None: ...
+
+
+class PostgresOrderStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def claim_key(self, customer_id: str, key: str, request_hash: str) -> StoredResponse | None:
+        """Claims the key for this request; returns the stored answer if it was already given.
+
+        Raises KeyInUse for another body, KeyInFlight while the first request still runs.
+        """
+        with db.transaction(self.url) as conn:
+            claimed = conn.execute(
+                "INSERT INTO idempotency_keys (customer_id, key, request_hash) VALUES (%s, %s, %s)"
+                " ON CONFLICT DO NOTHING RETURNING key",
+                (customer_id, key, request_hash),
+            ).fetchone()
+            if claimed:
+                return None
+            row = conn.execute(
+                "SELECT request_hash, order_number, response, claimed_at < now() - %s AS abandoned"
+                " FROM idempotency_keys WHERE customer_id = %s AND key = %s FOR UPDATE",
+                (ABANDONED_CLAIM, customer_id, key),
+            ).fetchone()
+            assert row is not None
+            if row["request_hash"] != request_hash:
+                raise KeyInUse(key)
+            if row["response"] is not None:
+                return StoredResponse(201, row["response"], row["order_number"])
+            if not row["abandoned"]:
+                raise KeyInFlight(key)
+            conn.execute(
+                "UPDATE idempotency_keys SET claimed_at = now() WHERE customer_id = %s AND key = %s",
+                (customer_id, key),
+            )
+            return None
+
+    def release_key(self, customer_id: str, key: str) -> None:
+        with db.transaction(self.url) as conn:
+            conn.execute(
+                "DELETE FROM idempotency_keys WHERE customer_id = %s AND key = %s AND response IS NULL",
+                (customer_id, key),
+            )
+
+    def insert(self, order: Order, event: CloudEvent, key: str | None, response: dict[str, Any] | None) -> None:
+        with db.transaction(self.url) as conn:
+            c = order.customer
+            conn.execute(
+                "INSERT INTO orders (order_number, customer_id, email, first_name, last_name, status, total,"
+                " currency, placed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    order.order_number,
+                    c.id,
+                    c.email,
+                    c.first_name,
+                    c.last_name,
+                    order.status.value,
+                    order.total,
+                    order.currency,
+                    order.placed_at,
+                ),
+            )
+            with conn.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO order_lines (order_number, line_no, sku, name, quantity, unit_price, line_total)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    [
+                        (order.order_number, i, line.sku, line.name, line.quantity, line.unit_price, line.line_total)
+                        for i, line in enumerate(order.lines)
+                    ],
+                )
+            outbox.add(conn, event)
+            if key is not None:
+                conn.execute(
+                    "UPDATE idempotency_keys SET order_number = %s, response = %s WHERE customer_id = %s AND key = %s",
+                    (order.order_number, Jsonb(response), c.id, key),
+                )
+
+    def get(self, order_number: str) -> Order | None:
+        with db.transaction(self.url) as conn:
+            return _load(conn, order_number, lock=False)
+
+    def search(self, query: OrderQuery) -> OrderPage:
+        conditions, params = ["true"], []
+        if query.customer_id is not None:
+            conditions.append("customer_id = %s")
+            params.append(query.customer_id)
+        if query.status is not None:
+            conditions.append("status = %s")
+            params.append(query.status.value)
+        if query.email is not None:
+            conditions.append("lower(email) = lower(%s)")
+            params.append(query.email)
+        where = " AND ".join(conditions)
+        with db.transaction(self.url) as conn:
+            total_row = conn.execute(f"SELECT count(*) AS n FROM orders WHERE {where}", params).fetchone()
+            numbers = conn.execute(
+                f"SELECT order_number FROM orders WHERE {where} ORDER BY placed_at DESC, order_number"
+                " LIMIT %s OFFSET %s",
+                [*params, query.size, query.page * query.size],
+            ).fetchall()
+            orders = _load_many(conn, [r["order_number"] for r in numbers])
+        return OrderPage(orders, query.page, query.size, int(total_row["n"]) if total_row else 0)
+
+    def cancel(
+        self,
+        cmd: CancelOrder,
+        allowed: Callable[[Order], bool],
+        now: datetime,
+        event_for: Callable[[Order], CloudEvent],
+    ) -> Order | None:
+        """Cancels a PLACED order the caller may see; None if there is none for them."""
+        with db.transaction(self.url) as conn:
+            order = _load(conn, cmd.order_number, lock=True)
+            if order is None or not allowed(order):
+                return None
+            if order.status is not OrderStatus.PLACED:
+                raise OrderNotCancellable(order.status)
+            conn.execute(
+                "UPDATE orders SET status = 'CANCELLED', cancelled_at = %s, cancel_reason = %s WHERE order_number = %s",
+                (now, cmd.reason, cmd.order_number),
+            )
+            cancelled = Order(
+                order.order_number,
+                order.customer,
+                OrderStatus.CANCELLED,
+                order.lines,
+                order.currency,
+                order.placed_at,
+                now,
+                cmd.reason,
+            )
+            outbox.add(conn, event_for(cancelled))
+            return cancelled
+
+
+def _load(conn: db.Connection, order_number: str, *, lock: bool) -> Order | None:
+    orders = _load_many(conn, [order_number], lock=lock)
+    return orders[0] if orders else None
+
+
+def _load_many(conn: db.Connection, numbers: list[str], *, lock: bool = False) -> list[Order]:
+    if not numbers:
+        return []
+    rows = conn.execute(
+        "SELECT * FROM orders WHERE order_number = ANY(%s)" + (" FOR UPDATE" if lock else ""), (numbers,)
+    ).fetchall()
+    lines: dict[str, list[OrderLine]] = {}
+    for line in conn.execute(
+        "SELECT order_number, sku, name, quantity, unit_price FROM order_lines WHERE order_number = ANY(%s)"
+        " ORDER BY order_number, line_no",
+        (numbers,),
+    ).fetchall():
+        lines.setdefault(line["order_number"], []).append(
+            OrderLine(line["sku"], line["name"], line["quantity"], line["unit_price"])
+        )
+    by_number = {
+        r["order_number"]: Order(
+            order_number=r["order_number"],
+            customer=Customer(r["customer_id"], r["email"], r["first_name"], r["last_name"]),
+            status=OrderStatus(r["status"]),
+            lines=tuple(lines.get(r["order_number"], [])),
+            currency=r["currency"],
+            placed_at=r["placed_at"],
+            cancelled_at=r["cancelled_at"],
+            cancel_reason=r["cancel_reason"],
+        )
+        for r in rows
+    }
+    return [by_number[n] for n in numbers if n in by_number]

@@ -1,0 +1,134 @@
+"""Calls from one function to another Knative Service: timeouts, retries for idempotent calls, a circuit breaker.
+
+A service is addressed by name: `http://<name>.<namespace>.svc.cluster.local`. In a
+cluster that is a DNS name; locally, SERVICE_INGRESS_URL is set and the request goes
+to the local ingress with that name in the Host header, as Knative's ingress routes it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import urllib3
+from circuitbreaker import CircuitBreaker
+
+from functions.shared import web
+from functions.shared.config import config
+
+_pool = urllib3.PoolManager(num_pools=16, maxsize=32, retries=False)
+
+
+class UpstreamUnavailable(Exception):
+    """The service did not answer in time, failed (5xx) or its circuit is open."""
+
+    def __init__(self, service: str, reason: str, retry_after: int = 5) -> None:
+        super().__init__(f"{service}: {reason}")
+        self.service = service
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+
+def service_host(name: str) -> str:
+    return f"{name}.{config().namespace}.svc.cluster.local"
+
+
+class ServiceClient:
+    """One upstream service, with its own circuit breaker shared by every caller in the process."""
+
+    def __init__(
+        self,
+        service: str,
+        *,
+        timeout: float = 3.0,
+        retries: int = 3,
+        failure_threshold: int = 5,
+        recovery_timeout: float = 5.0,
+    ) -> None:
+        self.service = service
+        self.timeout = timeout
+        self.retries = retries
+        self.breaker = CircuitBreaker(
+            failure_threshold=failure_threshold,
+            recovery_timeout=recovery_timeout,
+            expected_exception=UpstreamUnavailable,
+            name=service,
+        )
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool = False,
+    ) -> Reply:
+        """One logical call within `timeout` seconds in all; 4xx answers are returned, not raised.
+
+        Only an idempotent call is retried (with backoff and jitter): retrying anything
+        else could do the work twice.
+        """
+        if self.breaker.opened:
+            raise UpstreamUnavailable(self.service, "circuit open", max(1, int(self.breaker.open_remaining) + 1))
+        with self.breaker:
+            return self._attempts(method, path, body, headers or {}, idempotent)
+
+    def _attempts(self, method: str, path: str, body: Any, headers: Mapping[str, str], idempotent: bool) -> Reply:
+        deadline = time.monotonic() + self.timeout
+        attempts = 1 + (self.retries if idempotent else 0)
+        reason = "no attempt made"
+        for attempt in range(attempts):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0.05:
+                break
+            try:
+                reply = self._send(method, path, body, headers, remaining)
+            except urllib3.exceptions.HTTPError as error:
+                reason = f"{type(error).__name__}: {error}"
+            else:
+                if reply.status < 500:
+                    return reply
+                reason = f"answered {reply.status}"
+            if attempt + 1 < attempts:
+                backoff = min(0.1 * 2**attempt, 1.0) * random.uniform(0.5, 1.0)
+                time.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
+        raise UpstreamUnavailable(self.service, reason)
+
+    def _send(self, method: str, path: str, body: Any, headers: Mapping[str, str], timeout: float) -> Reply:
+        payload = None
+        send_headers = dict(headers)
+        if body is not None:
+            payload = json.dumps(body, default=web.to_json_value).encode()
+            send_headers.setdefault("Content-Type", "application/json")
+        return send(method, f"http://{service_host(self.service)}{path}", payload, send_headers, timeout)
+
+
+def send(method: str, url: str, body: bytes | None, headers: Mapping[str, str], timeout: float) -> Reply:
+    """One HTTP exchange; a cluster-local URL goes through SERVICE_INGRESS_URL when that is set."""
+    parts = urlsplit(url)
+    send_headers = dict(headers)
+    ingress = config().optional("SERVICE_INGRESS_URL", "")
+    if ingress and parts.hostname and parts.hostname.endswith(".svc.cluster.local"):
+        send_headers["Host"] = parts.hostname
+        base = urlsplit(ingress)
+        url = urlunsplit((base.scheme, base.netloc, parts.path or "/", parts.query, ""))
+    response = _pool.request(
+        method, url, body=body, headers=send_headers, timeout=urllib3.Timeout(total=timeout), redirect=False
+    )
+    return Reply(response.status, dict(response.headers), response.data)

@@ -1,0 +1,708 @@
+"""Knative Eventing on a laptop, read from eventing/: Kafka-backed Broker, Triggers, KafkaSource, PingSource.
+
+What it does, as the Knative Kafka Broker does:
+- Broker ingress: accepts a CloudEvent over HTTP (binary or structured), stores it in
+  the broker's Kafka topic and answers 202.
+- Trigger: a consumer group on that topic; events that pass the filter are POSTed
+  (binary mode) to the subscriber, retried per the delivery spec, then sent to the
+  dead-letter sink with knativeerrordest/-code/-data; a CloudEvent in the reply goes
+  back into the Broker. Offsets are committed once each event is settled.
+- KafkaSource: a consumer group on the source topics posting each record (CloudEvents
+  Kafka binary binding) to its sink.
+- PingSource: cron schedules posting dev.knative.sources.ping events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import aiohttp
+from aiohttp import web
+from cloudevents.conversion import to_binary
+from cloudevents.http import CloudEvent, from_http
+from confluent_kafka import Consumer, KafkaError, Message, Producer
+
+from functions.shared import events as shop_events
+from functions.shared import kafka as shop_kafka
+from local import manifests
+
+log = logging.getLogger("local.eventing")
+RETRYABLE = frozenset({404, 408, 409, 429})
+ERROR_DATA_MAX = 1024
+ISO_DURATION = re.compile(r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$")
+BROKER_INGRESS_HOST = "kafka-broker-ingress.knative-eventing"
+BROKER_PATH_PREFIX = "/_broker/"
+
+
+def iso_seconds(duration: str) -> float:
+    """ISO 8601 durations as Knative's delivery spec writes them: PT0.2S, PT1M, P1D."""
+    match = ISO_DURATION.match(duration.strip())
+    if not match or duration.strip() in ("P", "PT"):
+        raise ValueError(f"not an ISO 8601 duration: {duration!r}")
+    return (
+        int(match["d"] or 0) * 86400 + int(match["h"] or 0) * 3600 + int(match["m"] or 0) * 60 + float(match["s"] or 0)
+    )
+
+
+# --- destinations and delivery ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A sink/subscriber: a Knative Service, a Broker, or a URI."""
+
+    kind: str  # "Service" | "Broker" | "uri"
+    name: str = ""
+    namespace: str = ""
+    uri: str = ""
+
+    @classmethod
+    def parse(cls, spec: Mapping[str, Any], namespace: str) -> Destination:
+        if "ref" in spec:
+            ref = spec["ref"]
+            kind = ref["kind"]
+            if kind not in ("Service", "Broker"):
+                raise ValueError(f"unsupported destination kind {kind!r}")
+            return cls(kind, ref["name"], ref.get("namespace", namespace))
+        return cls("uri", uri=spec["uri"])
+
+    @property
+    def logical_url(self) -> str:
+        """The URL this destination has in a cluster (what knativeerrordest carries)."""
+        if self.kind == "Service":
+            return f"http://{self.name}.{self.namespace}.svc.cluster.local"
+        if self.kind == "Broker":
+            return f"http://{BROKER_INGRESS_HOST}.svc.cluster.local/{self.namespace}/{self.name}"
+        return self.uri
+
+
+@dataclass(frozen=True)
+class DeliverySpec:
+    retry: int = 0
+    backoff_policy: str = "exponential"
+    backoff_delay: float = 0.2
+    timeout: float = 30.0
+    dead_letter: Destination | None = None
+
+    @classmethod
+    def parse(cls, spec: Mapping[str, Any] | None, namespace: str, default: DeliverySpec | None = None) -> DeliverySpec:
+        base = default or cls()
+        if not spec:
+            return base
+        dls = spec.get("deadLetterSink")
+        return cls(
+            retry=int(spec.get("retry", base.retry)),
+            backoff_policy=spec.get("backoffPolicy", base.backoff_policy),
+            backoff_delay=iso_seconds(spec["backoffDelay"]) if "backoffDelay" in spec else base.backoff_delay,
+            timeout=iso_seconds(spec["timeout"]) if "timeout" in spec else base.timeout,
+            dead_letter=Destination.parse(dls, namespace) if dls else base.dead_letter,
+        )
+
+    def backoff(self, attempt: int) -> float:
+        """Delay before retry number `attempt` (1-based), as Knative computes it."""
+        if self.backoff_policy == "linear":
+            return self.backoff_delay * attempt
+        return self.backoff_delay * (2 ** (attempt - 1))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    delivered: bool
+    status: int  # 0: no HTTP answer
+    body: bytes = b""
+    reply: CloudEvent | None = None
+    attempts: int = 1
+
+
+# --- filters -----------------------------------------------------------------------------
+
+
+def attributes_of(event: CloudEvent) -> dict[str, str]:
+    return {k: str(v) for k, v in event.get_attributes().items()}
+
+
+def dialect_matches(expression: Mapping[str, Any], attributes: Mapping[str, str]) -> bool:
+    """One expression of the Trigger `filters` dialect (exact, prefix, suffix, all, any, not)."""
+    if len(expression) != 1:
+        raise ValueError(f"a filter expression has exactly one dialect key, got {sorted(expression)}")
+    ((dialect, operand),) = expression.items()
+    if dialect == "exact":
+        return all(attributes.get(k) == v for k, v in operand.items())
+    if dialect == "prefix":
+        return all(k in attributes and attributes[k].startswith(v) for k, v in operand.items())
+    if dialect == "suffix":
+        return all(k in attributes and attributes[k].endswith(v) for k, v in operand.items())
+    if dialect == "all":
+        return all(dialect_matches(e, attributes) for e in operand)
+    if dialect == "any":
+        return any(dialect_matches(e, attributes) for e in operand)
+    if dialect == "not":
+        return not dialect_matches(operand, attributes)
+    raise ValueError(f"filter dialect {dialect!r} is not supported locally (cesql is not)")
+
+
+@dataclass(frozen=True)
+class Trigger:
+    name: str
+    namespace: str
+    broker: str
+    subscriber: Destination
+    delivery: DeliverySpec
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    filters: Sequence[Mapping[str, Any]] = ()
+
+    def matches(self, event: CloudEvent) -> bool:
+        attributes = attributes_of(event)
+        if self.filters:  # the newer dialect wins when both are given, as in Knative
+            return all(dialect_matches(e, attributes) for e in self.filters)
+        return all(attributes.get(k) == v for k, v in self.attributes.items())
+
+
+@dataclass(frozen=True)
+class Broker:
+    name: str
+    namespace: str
+    delivery: DeliverySpec
+
+    @property
+    def topic(self) -> str:
+        return f"knative-broker-{self.namespace}-{self.name}"
+
+
+@dataclass(frozen=True)
+class KafkaSource:
+    name: str
+    namespace: str
+    topics: tuple[str, ...]
+    consumer_group: str
+    sink: Destination
+    delivery: DeliverySpec
+    initial_offset: str = "latest"
+
+
+@dataclass(frozen=True)
+class PingSource:
+    name: str
+    namespace: str
+    schedule: str
+    timezone: str
+    content_type: str
+    data: str
+    sink: Destination
+
+    @property
+    def source(self) -> str:
+        return f"/apis/v1/namespaces/{self.namespace}/pingsources/{self.name}"
+
+
+@dataclass(frozen=True)
+class Topology:
+    brokers: dict[str, Broker]
+    triggers: list[Trigger]
+    kafka_sources: list[KafkaSource]
+    ping_sources: list[PingSource]
+    topics: dict[str, int]  # KafkaTopic name -> partitions
+
+
+def load(paths: Sequence[manifests.Path] = (manifests.EVENTING_DIR,)) -> Topology:
+    brokers: dict[str, Broker] = {}
+    for doc in manifests.resources("Broker", paths):
+        ns = doc["metadata"].get("namespace", "default")
+        broker = Broker(doc["metadata"]["name"], ns, DeliverySpec.parse(doc.get("spec", {}).get("delivery"), ns))
+        brokers[f"{ns}/{broker.name}"] = broker
+    triggers = []
+    for doc in manifests.resources("Trigger", paths):
+        ns = doc["metadata"].get("namespace", "default")
+        spec = doc["spec"]
+        parent = brokers.get(f"{ns}/{spec['broker']}")
+        if parent is None:
+            raise ValueError(f"trigger {doc['metadata']['name']} names an unknown broker {spec['broker']}")
+        trigger = Trigger(
+            name=doc["metadata"]["name"],
+            namespace=ns,
+            broker=spec["broker"],
+            subscriber=Destination.parse(spec["subscriber"], ns),
+            delivery=DeliverySpec.parse(spec.get("delivery"), ns, parent.delivery),
+            attributes=dict(spec.get("filter", {}).get("attributes", {})),
+            filters=tuple(spec.get("filters", ())),
+        )
+        trigger.matches(CloudEvent({"type": "probe", "source": "/probe"}, None))  # fails early on bad dialects
+        triggers.append(trigger)
+    sources = []
+    for doc in manifests.resources("KafkaSource", paths):
+        ns = doc["metadata"].get("namespace", "default")
+        spec = doc["spec"]
+        sources.append(
+            KafkaSource(
+                name=doc["metadata"]["name"],
+                namespace=ns,
+                topics=tuple(spec["topics"]),
+                consumer_group=spec.get("consumerGroup", f"knative-kafkasource-{doc['metadata']['name']}"),
+                sink=Destination.parse(spec["sink"], ns),
+                delivery=DeliverySpec.parse(spec.get("delivery"), ns),
+                initial_offset=spec.get("initialOffset", "latest"),
+            )
+        )
+    pings = []
+    for doc in manifests.resources("PingSource", paths):
+        ns = doc["metadata"].get("namespace", "default")
+        spec = doc["spec"]
+        pings.append(
+            PingSource(
+                name=doc["metadata"]["name"],
+                namespace=ns,
+                schedule=spec["schedule"],
+                timezone=spec.get("timezone", "UTC"),
+                content_type=spec.get("contentType", "application/json"),
+                data=spec.get("data", ""),
+                sink=Destination.parse(spec["sink"], ns),
+            )
+        )
+    topics = {
+        doc["metadata"]["name"]: int(doc["spec"].get("partitions", 1))
+        for doc in manifests.resources("KafkaTopic", paths)
+    }
+    return Topology(brokers, triggers, sources, pings, topics)
+
+
+# --- cron ---------------------------------------------------------------------------------
+
+CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
+
+
+def _cron_field(text: str, low: int, high: int) -> set[int]:
+    values: set[int] = set()
+    for part in text.split(","):
+        body, _, step_text = part.partition("/")
+        step = int(step_text) if step_text else 1
+        if body == "*":
+            start, end = low, high
+        elif "-" in body:
+            start, end = (int(x) for x in body.split("-", 1))
+        else:
+            start = end = int(body)
+            if step_text:
+                end = high
+        if start < low or end > high or step < 1:
+            raise ValueError(f"cron field {text!r} is out of range {low}-{high}")
+        values.update(range(start, end + 1, step))
+    return values
+
+
+def cron_fields(schedule: str) -> list[set[int]]:
+    parts = schedule.split()
+    if len(parts) != 5:
+        raise ValueError(f"a cron schedule has 5 fields, got {schedule!r}")
+    fields = [_cron_field(p, lo, hi) for p, (lo, hi) in zip(parts, CRON_RANGES, strict=True)]
+    fields[4] = {0 if d == 7 else d for d in fields[4]}
+    return fields
+
+
+def next_fire(schedule: str, after: datetime) -> datetime:
+    """The first minute after `after` that the 5-field cron schedule names."""
+    minutes, hours, days, months, weekdays = cron_fields(schedule)
+    moment = after.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    for _ in range(366 * 24 * 60):
+        if (
+            moment.minute in minutes
+            and moment.hour in hours
+            and moment.day in days
+            and moment.month in months
+            and (moment.weekday() + 1) % 7 in weekdays
+        ):
+            return moment
+        moment += timedelta(minutes=1)
+    raise ValueError(f"cron schedule {schedule!r} never fires")
+
+
+# --- Kafka consumers ----------------------------------------------------------------------
+
+
+class ConsumerLoop(threading.Thread):
+    """A consumer group member polling in its own thread; each batch is settled before commit."""
+
+    def __init__(
+        self,
+        name: str,
+        bootstrap: str,
+        group: str,
+        topics: Sequence[str],
+        settle: Callable[[list[Message]], None],
+        initial_offset: str = "earliest",
+    ) -> None:
+        super().__init__(name=f"consumer-{name}", daemon=True)
+        self.group = group
+        self.topics = list(topics)
+        self.settle = settle
+        self.stopping = threading.Event()
+        self.assigned = threading.Event()
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": group,
+                "enable.auto.commit": False,
+                "auto.offset.reset": initial_offset,
+                "session.timeout.ms": 6000,
+                "heartbeat.interval.ms": 1000,
+                "fetch.wait.max.ms": 20,
+                "topic.metadata.refresh.interval.ms": 2000,
+                "allow.auto.create.topics": False,
+                "logger": logging.getLogger(f"local.kafka.{name}"),
+            }
+        )
+
+    def run(self) -> None:
+        self.consumer.subscribe(self.topics, on_assign=lambda *_: self.assigned.set())
+        try:
+            while not self.stopping.is_set():
+                first = self.consumer.poll(0.2)
+                if first is None:
+                    continue
+                batch = [first]
+                while len(batch) < 64:
+                    more = self.consumer.poll(0)
+                    if more is None:
+                        break
+                    batch.append(more)
+                records = [m for m in batch if not m.error()]
+                for broken in batch:
+                    error = broken.error()
+                    if error is not None and error.code() != KafkaError._PARTITION_EOF:
+                        log.debug("%s: %s", self.name, error)
+                if not records:
+                    continue
+                self.settle(records)
+                self.consumer.commit(asynchronous=False)
+        except Exception:
+            log.exception("%s stopped", self.name)
+        finally:
+            self.consumer.close()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+
+# --- the runtime ---------------------------------------------------------------------------
+
+
+Resolver = Callable[[Destination], tuple[str, dict[str, str]]]
+
+
+class Eventing:
+    """Runs the topology on the runtime's asyncio loop, with Kafka consumers in threads."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        bootstrap: str,
+        loop: asyncio.AbstractEventLoop,
+        http: Callable[[], aiohttp.ClientSession],
+        resolve: Resolver,
+    ) -> None:
+        self.topology = topology
+        self.bootstrap = bootstrap
+        self.loop = loop
+        self.http = http
+        self.resolve = resolve
+        self.producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "acks": "all",
+                "linger.ms": 1,
+                "message.timeout.ms": 10000,
+                "logger": logging.getLogger("local.kafka.broker-producer"),
+            }
+        )
+        self._polling = threading.Event()
+        self._poller = threading.Thread(target=self._poll_producer, name="broker-producer", daemon=True)
+        self.consumers: list[ConsumerLoop] = []
+        self.tasks: list[asyncio.Task[Any]] = []
+        self.stats: dict[str, int] = {"received": 0, "delivered": 0, "retries": 0, "dead_lettered": 0, "dropped": 0}
+
+    # lifecycle (called from the runtime's loop)
+
+    def topics(self) -> dict[str, int]:
+        wanted = dict(self.topology.topics)
+        for broker in self.topology.brokers.values():
+            wanted.setdefault(broker.topic, 3)
+        return wanted
+
+    def _poll_producer(self) -> None:
+        """Serves delivery reports of the broker ingress's producer."""
+        while not self._polling.is_set():
+            self.producer.poll(0.05)
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.ensure_topics)
+        self._poller.start()
+        for trigger in self.topology.triggers:
+            broker = self.topology.brokers[f"{trigger.namespace}/{trigger.broker}"]
+            self.consumers.append(
+                ConsumerLoop(
+                    trigger.name,
+                    self.bootstrap,
+                    f"knative-trigger-{trigger.namespace}-{trigger.name}",
+                    [broker.topic],
+                    self._settler(self._dispatch_trigger, trigger),
+                )
+            )
+        for source in self.topology.kafka_sources:
+            self.consumers.append(
+                ConsumerLoop(
+                    source.name,
+                    self.bootstrap,
+                    source.consumer_group,
+                    source.topics,
+                    self._settler(self._dispatch_source, source),
+                    initial_offset=source.initial_offset,
+                )
+            )
+        for consumer in self.consumers:
+            consumer.start()
+        for ping in self.topology.ping_sources:
+            self.tasks.append(asyncio.create_task(self._run_ping(ping)))
+        self.tasks.append(asyncio.create_task(self._reconcile_topics()))
+
+    def ensure_topics(self) -> None:
+        by_partitions: dict[int, list[str]] = {}
+        for topic, partitions in self.topics().items():
+            by_partitions.setdefault(partitions, []).append(topic)
+        for partitions, topics in by_partitions.items():
+            shop_kafka.ensure_topics(self.bootstrap, topics, partitions)
+
+    async def _reconcile_topics(self) -> None:
+        """Like Strimzi's topic operator: topics come back if the broker lost them (restart)."""
+        while True:
+            await asyncio.sleep(2)
+            try:
+                await asyncio.to_thread(self.ensure_topics)
+            except Exception as error:  # noqa: BLE001 - Kafka down: try again next round
+                log.debug("topics not reconciled: %s", error)
+
+    async def wait_ready(self, timeout: float = 30) -> None:
+        """Until every consumer has its partitions (groups join in a few seconds)."""
+        deadline = time.monotonic() + timeout
+        while not all(c.assigned.is_set() for c in self.consumers):
+            if time.monotonic() > deadline:
+                missing = [c.group for c in self.consumers if not c.assigned.is_set()]
+                raise TimeoutError(f"consumer groups not assigned after {timeout}s: {missing}")
+            await asyncio.sleep(0.1)
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for consumer in self.consumers:
+            consumer.stop()
+        await asyncio.gather(*(asyncio.to_thread(c.join, 10) for c in self.consumers))
+        self._polling.set()
+        await asyncio.to_thread(self.producer.flush, 5)
+
+    # broker ingress
+
+    def broker_for(self, namespace: str, name: str) -> Broker | None:
+        return self.topology.brokers.get(f"{namespace}/{name}")
+
+    async def ingress(self, request: web.Request, namespace: str, name: str) -> web.Response:
+        broker = self.broker_for(namespace, name)
+        if broker is None:
+            return web.json_response({"detail": f"no broker {namespace}/{name}"}, status=404)
+        if request.method != "POST":
+            return web.Response(status=405, headers={"Allow": "POST"})
+        try:
+            event = from_http(dict(request.headers), await request.read())
+            missing = [a for a in ("id", "source", "type") if not event.get(a)]
+            if missing:
+                raise ValueError(f"missing {missing}")
+        except Exception as error:  # noqa: BLE001 - anything unparseable is the sender's fault
+            return web.Response(status=400, text=f"not a valid CloudEvent: {error}")
+        try:
+            await self.produce(broker.topic, event)
+        except Exception as error:  # noqa: BLE001
+            log.warning("broker %s could not store an event: %s", name, error)
+            return web.Response(status=503, text="the broker could not store the event", headers={"Retry-After": "1"})
+        self.stats["received"] += 1
+        return web.Response(status=202)
+
+    async def produce(self, topic: str, event: CloudEvent) -> None:
+        message = shop_events.to_kafka(event) if event.get("partitionkey") else _unkeyed(event)
+        done: asyncio.Future[None] = self.loop.create_future()
+
+        def settle(error: KafkaError | None) -> None:
+            if done.done():  # timed out meanwhile
+                return
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(RuntimeError(str(error)))
+
+        def delivered(error: KafkaError | None, _: Any) -> None:
+            self.loop.call_soon_threadsafe(settle, error)
+
+        self.producer.produce(
+            topic, key=message.key, value=message.value, headers=list(message.headers.items()), on_delivery=delivered
+        )
+        await asyncio.wait_for(done, 15)
+
+    # dispatch
+
+    def _settler(
+        self, dispatch: Callable[[Any, CloudEvent], Awaitable[None]], spec: Any
+    ) -> Callable[[list[Message]], None]:
+        def settle(records: list[Message]) -> None:
+            async def all_of() -> None:
+                await asyncio.gather(*(self._one(dispatch, spec, r) for r in records))
+
+            asyncio.run_coroutine_threadsafe(all_of(), self.loop).result()
+
+        return settle
+
+    async def _one(self, dispatch: Callable[[Any, CloudEvent], Awaitable[None]], spec: Any, record: Message) -> None:
+        try:
+            pairs = record.headers() or []
+            headers = {k: v for k, v in (pairs.items() if isinstance(pairs, dict) else pairs) if isinstance(v, bytes)}
+            event = shop_events.from_kafka(headers, _as_bytes(record.key()), _as_bytes(record.value()) or b"")
+        except Exception as error:  # noqa: BLE001 - a record that is no CloudEvent cannot be delivered
+            log.warning("%s: skipping a record that is not a CloudEvent: %s", getattr(spec, "name", "?"), error)
+            self.stats["dropped"] += 1
+            return
+        await dispatch(spec, event)
+
+    async def _dispatch_trigger(self, trigger: Trigger, event: CloudEvent) -> None:
+        if not trigger.matches(event):
+            return
+        outcome = await self.deliver(event, trigger.subscriber, trigger.delivery)
+        if outcome.delivered and outcome.reply is not None:
+            broker = self.topology.brokers[f"{trigger.namespace}/{trigger.broker}"]
+            await self._forever(lambda: self.produce(broker.topic, outcome.reply), f"reply of {trigger.name}")  # type: ignore[arg-type]
+
+    async def _dispatch_source(self, source: KafkaSource, event: CloudEvent) -> None:
+        await self.deliver(event, source.sink, source.delivery)
+
+    async def deliver(self, event: CloudEvent, destination: Destination, delivery: DeliverySpec) -> Outcome:
+        """POSTs with retries; after the last failure, hands the event to the dead-letter sink."""
+        outcome = Outcome(False, 0)
+        for attempt in range(delivery.retry + 1):
+            if attempt:
+                self.stats["retries"] += 1
+                await asyncio.sleep(delivery.backoff(attempt))
+            outcome = await self._post(event, destination, delivery.timeout)
+            outcome = Outcome(outcome.delivered, outcome.status, outcome.body, outcome.reply, attempt + 1)
+            if outcome.delivered or not (outcome.status == 0 or outcome.status >= 500 or outcome.status in RETRYABLE):
+                break
+        if outcome.delivered:
+            self.stats["delivered"] += 1
+            return outcome
+        if delivery.dead_letter is None:
+            self.stats["dropped"] += 1
+            log.error(
+                "dropped %s for %s after %d attempts (status %s)",
+                event["id"],
+                destination.logical_url,
+                outcome.attempts,
+                outcome.status,
+            )
+            return outcome
+        dead = _with_error(event, destination, outcome)
+        dls = delivery.dead_letter
+        await self._forever(lambda: self._post_or_raise(dead, dls, delivery.timeout), f"dead-letter of {event['id']}")
+        self.stats["dead_lettered"] += 1
+        return outcome
+
+    async def _post_or_raise(self, event: CloudEvent, destination: Destination, timeout: float) -> None:
+        outcome = await self._post(event, destination, timeout)
+        if not outcome.delivered:
+            raise RuntimeError(f"{destination.logical_url} answered {outcome.status}")
+
+    async def _forever(self, action: Callable[[], Awaitable[None]], what: str) -> None:
+        """Never loses an event: retries with capped backoff until it works."""
+        delay = 0.5
+        while True:
+            try:
+                await action()
+                return
+            except Exception as error:  # noqa: BLE001
+                log.warning("%s failed, retrying in %.1fs: %s", what, delay, error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30)
+
+    async def _post(self, event: CloudEvent, destination: Destination, timeout: float) -> Outcome:
+        url, extra = self.resolve(destination)
+        headers, body = to_binary(event)
+        headers = {**headers, **extra}
+        try:
+            async with self.http().post(
+                url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as response:
+                payload = await response.read()
+                if not 200 <= response.status < 300:
+                    return Outcome(False, response.status, payload)
+                reply = _reply(response.headers, payload)
+                return Outcome(True, response.status, payload, reply)
+        except (TimeoutError, aiohttp.ClientError) as error:
+            return Outcome(False, 0, str(error).encode())
+
+    # ping sources
+
+    async def _run_ping(self, ping: PingSource) -> None:
+        zone = ZoneInfo(ping.timezone)
+        while True:
+            now = datetime.now(zone)
+            fire_at = next_fire(ping.schedule, now)
+            await asyncio.sleep((fire_at - now).total_seconds())
+            await self.fire(ping)
+
+    async def fire(self, ping: PingSource) -> Outcome:
+        event = CloudEvent(
+            {
+                "type": "dev.knative.sources.ping",
+                "source": ping.source,
+                "id": str(uuid.uuid4()),
+                "datacontenttype": ping.content_type,
+            },
+            ping.data.encode() if ping.data else None,
+        )
+        return await self.deliver(event, ping.sink, DeliverySpec(retry=2))
+
+    def ping_source(self, namespace: str, name: str) -> PingSource | None:
+        return next((p for p in self.topology.ping_sources if p.namespace == namespace and p.name == name), None)
+
+
+def _as_bytes(value: str | bytes | None) -> bytes | None:
+    return value.encode() if isinstance(value, str) else value
+
+
+def _unkeyed(event: CloudEvent) -> Any:
+    from cloudevents.kafka import to_binary as kafka_binary
+
+    return kafka_binary(event, key_mapper=lambda _: None)
+
+
+def _reply(headers: Mapping[str, str], payload: bytes) -> CloudEvent | None:
+    lowered = {k.lower(): v for k, v in headers.items()}
+    if "ce-id" not in lowered and not lowered.get("content-type", "").startswith("application/cloudevents"):
+        return None
+    try:
+        return from_http(dict(headers), payload)
+    except Exception:  # noqa: BLE001 - a reply that is not a CloudEvent is just a response body
+        return None
+
+
+def _with_error(event: CloudEvent, destination: Destination, outcome: Outcome) -> CloudEvent:
+    """The event as the dead-letter sink receives it: Knative's three error extensions added."""
+    attributes = dict(event.get_attributes())
+    attributes["knativeerrordest"] = destination.logical_url
+    attributes["knativeerrorcode"] = str(outcome.status)
+    if outcome.body:
+        attributes["knativeerrordata"] = base64.b64encode(outcome.body[:ERROR_DATA_MAX]).decode()
+    return CloudEvent(attributes, event.get_data())
