@@ -358,7 +358,7 @@ class ConsumerLoop(threading.Thread):
                 "fetch.wait.max.ms": 20,
                 "topic.metadata.refresh.interval.ms": 2000,
                 "allow.auto.create.topics": False,
-                "logger": logging.getLogger(f"local.kafka.{name}"),
+                "logger": shop_kafka.client_logger(f"trigger.{name}"),
             }
         )
 
@@ -421,7 +421,7 @@ class Eventing:
                 "acks": "all",
                 "linger.ms": 1,
                 "message.timeout.ms": 10000,
-                "logger": logging.getLogger("local.kafka.broker-producer"),
+                "logger": shop_kafka.client_logger("broker-ingress"),
             }
         )
         self._polling = threading.Event()

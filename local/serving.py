@@ -59,6 +59,9 @@ class Revision:
     last_active: float = field(default_factory=time.monotonic)
     cold_starts: int = 0
     last_cold_start_seconds: float | None = None
+    # A suspended service has no ready revision: requests get 503, as in a cluster
+    # where the service's pods cannot start (tests use it to take a service down).
+    suspended: bool = False
     _starting: asyncio.Future[str] | None = None
 
     @property
@@ -154,6 +157,9 @@ class Revision:
             await process.wait()
         log.info("%s stopped", self.name)
 
+    def below_min_scale(self) -> bool:
+        return self.service.min_scale > 0 and not self.suspended and not self.running and self._starting is None
+
     def idle(self, now: float) -> bool:
         return (
             self.running
@@ -173,6 +179,7 @@ class Revision:
             "idleSeconds": self.idle_seconds,
             "inFlight": self.in_flight,
             "coldStarts": self.cold_starts,
+            "suspended": self.suspended,
             "lastColdStartSeconds": self.last_cold_start_seconds,
         }
 
@@ -225,6 +232,8 @@ class Ingress:
 
     async def forward(self, revision: Revision, request: web.Request, path: str) -> web.StreamResponse:
         assert self.http is not None
+        if revision.suspended:
+            return problem(503, "Service unavailable", f"{revision.name} has no ready revision", {"Retry-After": "5"})
         revision.in_flight += 1
         try:
             try:
@@ -278,15 +287,21 @@ class Autoscaler:
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
+            self._restarts = {t for t in self._restarts if not t.done()}
             for revision in self.revisions.values():
                 if revision.idle(now):
                     await revision.stop()
                 elif revision.process is not None and revision.process.returncode is not None:
                     log.warning("%s exited with %s", revision.name, revision.process.returncode)
                     revision.process = None
-                    if revision.service.min_scale > 0:
-                        self._restarts.add(asyncio.create_task(revision.ready(self.http())))
-                        self._restarts = {t for t in self._restarts if not t.done()}
+                if revision.below_min_scale() and not self._restarts:
+                    self._restarts.add(asyncio.create_task(self._restart(revision)))
+
+    async def _restart(self, revision: Revision) -> None:
+        try:
+            await revision.ready(self.http())
+        except RuntimeError as error:
+            log.warning("%s could not start: %s", revision.name, error)
 
     async def stop_all(self) -> None:
         await asyncio.gather(*(r.stop() for r in self.revisions.values()))

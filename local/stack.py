@@ -283,5 +283,18 @@ class Stack:
     def stop_service(self, name: str) -> None:
         self.call(self.revisions[name].stop())
 
+    def suspend(self, name: str, suspended: bool = True) -> None:
+        """Takes a service down (503, like a service whose pods cannot start) or brings it back."""
+        revision = self.revisions[name]
+        revision.suspended = suspended
+        if suspended:
+            self.call(revision.stop())
+
+    def set_env(self, name: str, **env: str) -> None:
+        """Changes a service's environment, like a new revision: the next request starts it anew."""
+        revision = self.revisions[name]
+        revision.env = {**revision.env, **env}
+        self.call(revision.stop())
+
     def running(self, names: Iterable[str] | None = None) -> list[str]:
         return [n for n, r in self.revisions.items() if r.running and (names is None or n in names)]

@@ -57,7 +57,7 @@ class Product:
             "name": self.name,
             "description": self.description,
             "category": self.category,
-            "price": str(self.price),
+            "price": f"{self.price:.2f}",
             "currency": self.currency,
             "active": self.active,
             "version": self.version,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from decimal import Decimal
 from typing import Any
 
 from functions.catalog.model import (
@@ -23,6 +24,12 @@ SKU = re.compile(r"^[a-z0-9_-]{2,64}$")
 LEGACY_PREFIX = "/api/product"
 PRODUCTS_PREFIX = "/api/products/"
 SORTS = ("name", "-name", "price", "-price")
+CENT = Decimal("0.01")
+
+
+def money(value: Decimal | int) -> Decimal:
+    """Two decimal places, exactly (the schema already refused a third)."""
+    return Decimal(value).quantize(CENT)
 
 
 def is_legacy(path: str) -> bool:
@@ -47,7 +54,7 @@ def create_command(body: Any, *, legacy: bool) -> CreateProduct:
             name=body["name"].strip(),
             description=body.get("description", ""),
             category=DEFAULT_CATEGORY,
-            price=body["price"],
+            price=money(body["price"]),
         )
     SCHEMAS.check("ProductCreate", body)
     return CreateProduct(
@@ -55,7 +62,7 @@ def create_command(body: Any, *, legacy: bool) -> CreateProduct:
         name=body["name"].strip(),
         description=body.get("description", ""),
         category=body["category"],
-        price=body["price"],
+        price=money(body["price"]),
         currency=body.get("currency", DEFAULT_CURRENCY),
         active=body.get("active", True),
     )
@@ -65,6 +72,8 @@ def update_command(path: str, body: Any, if_match: str | None) -> UpdateProduct:
     sku = sku_from_path(path)
     SCHEMAS.check("ProductUpdate", body)
     changes = dict(body)
+    if "price" in changes:
+        changes["price"] = money(changes["price"])
     if "name" in changes:
         changes["name"] = changes["name"].strip()
     return UpdateProduct(sku=sku, changes=changes, if_match=if_match)

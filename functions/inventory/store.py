@@ -102,12 +102,12 @@ class PostgresInventoryStore:
         existing = _reservation(conn, cmd.order_number, lock=False)
         assert existing is not None
         reservation, digest = existing
+        if reservation.status is ReservationStatus.RELEASED:
+            raise ReservationConflict(f"the reservation for {cmd.order_number!r} was released")
         if digest != cmd.digest:
             raise ReservationConflict(
                 f"order number {cmd.order_number!r} already holds other items; use a new order number"
             )
-        if reservation.status is ReservationStatus.RELEASED:
-            raise ReservationConflict(f"the reservation for {cmd.order_number!r} was released")
         return ReserveOutcome(reservation, False)
 
     def release(self, cmd: ReleaseStock, delivery: Delivery | None = None) -> Reservation | None:

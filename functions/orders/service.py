@@ -23,7 +23,7 @@ from functions.orders.model import (
 )
 from functions.orders.store import OrderStore
 from functions.orders.upstreams import Catalog, Inventory
-from functions.shared import events, problems
+from functions.shared import events, faults, problems
 from functions.shared.identity import Identity
 from functions.shared.services import UpstreamUnavailable
 
@@ -115,6 +115,7 @@ def _place(
         raise problems.unavailable(
             f"inventory is unavailable ({error.reason}); nothing was ordered", error.retry_after
         ) from None
+    faults.point("after-reserve")
     event = events.new_event(
         events.ORDER_PLACED, service=SOURCE, subject=order.order_number, data=order.placed_event_data()
     )

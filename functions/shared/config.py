@@ -27,6 +27,7 @@ SETTINGS: Mapping[str, str] = {
     "SERVICE_INGRESS_URL": "when set, service-to-service calls go through this ingress",
     "LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR",
     "K_SERVICE": "service name (set by Knative)",
+    "SHOP_FAULTS": "fault-injection points for resilience tests (never set in production)",
 }
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -14,6 +16,32 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from functions.shared import events
 
 log = logging.getLogger("shop.kafka")
+
+
+class Throttle(logging.Filter):
+    """Lets each distinct librdkafka complaint through once a minute: a broker that is down
+    makes the client retry (and log) every few milliseconds."""
+
+    def __init__(self, interval: float = 60.0) -> None:
+        super().__init__()
+        self.interval = interval
+        self.last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = re.sub(r"\d+", "#", record.getMessage())[:200]
+        now = time.monotonic()
+        if now - self.last.get(key, -self.interval) < self.interval:
+            return False
+        self.last[key] = now
+        return True
+
+
+def client_logger(name: str) -> logging.Logger:
+    """The logger librdkafka clients should use (their `logger` setting)."""
+    logger = logging.getLogger(f"shop.kafka.{name}")
+    if not any(isinstance(f, Throttle) for f in logger.filters):
+        logger.addFilter(Throttle())
+    return logger
 
 
 class PublishError(RuntimeError):
@@ -33,6 +61,7 @@ class KafkaPublisher:
                 "linger.ms": 1,
                 "message.timeout.ms": int(timeout_seconds * 1000),
                 "socket.connection.setup.timeout.ms": 3000,
+                "logger": client_logger("producer"),
             }
         )
         self._lock = threading.Lock()
@@ -76,7 +105,7 @@ class KafkaPublisher:
 
 def ensure_topics(bootstrap_servers: str, topics: Iterable[str], partitions: int = 3) -> None:
     """Creates missing topics (the broker does not auto-create them)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "logger": client_logger("admin")})
     existing = set(admin.list_topics(timeout=10).topics)
     wanted = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics if t not in existing]
     if not wanted:

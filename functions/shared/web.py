@@ -39,7 +39,7 @@ def install() -> None:
     settings = config()
     configure_logging(settings.service, settings.optional("LOG_LEVEL", "INFO"))
     tracing.configure_tracing(settings.service)
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.wsgi_app = BodyLimit(app.wsgi_app)  # type: ignore[method-assign]
     app.register_error_handler(problems.Problem, _problem_response)
     app.register_error_handler(HTTPException, _http_error_response)
     app.register_error_handler(Exception, _crash_response)
@@ -50,6 +50,27 @@ def install() -> None:
     from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
     FlaskInstrumentor().instrument_app(app, excluded_urls="healthz,metrics")
+
+
+class BodyLimit:
+    """Refuses a body over MAX_BODY_BYTES before the function (or the framework) reads it."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        length = environ.get("CONTENT_LENGTH") or "0"
+        if length.isdigit() and int(length) > MAX_BODY_BYTES:
+            error = problems.Problem(
+                413, "Payload too large", f"request body is larger than {MAX_BODY_BYTES} bytes", "payload-too-large"
+            )
+            body = json.dumps(error.body(environ.get("PATH_INFO"))).encode()
+            start_response(
+                "413 Payload Too Large",
+                [("Content-Type", problems.PROBLEM_JSON), ("Content-Length", str(len(body))), ("Connection", "close")],
+            )
+            return [body]
+        return self.app(environ, start_response)
 
 
 def _metrics() -> flask.Response:
@@ -101,9 +122,7 @@ def _problem_response(error: problems.Problem) -> flask.Response:
 def _http_error_response(error: HTTPException) -> flask.Response:
     status = error.code or 500
     detail = error.description or error.name
-    if status == 413:
-        detail = f"request body is larger than {MAX_BODY_BYTES} bytes"
-    elif status == 400 and "CloudEvent" in (error.description or ""):
+    if status == 400 and "CloudEvent" in (error.description or ""):
         # functions-framework's message embeds every header and the body: keep it short.
         detail = "not a valid CloudEvent: id, source, type and specversion 1.0 are required"
     slug = error.name.lower().replace(" ", "-")
@@ -151,6 +170,10 @@ def read_json(request: flask.Request) -> Any:
             "unsupported-media-type",
         )
     raw = request.get_data(cache=True)
+    if len(raw) > MAX_BODY_BYTES:  # a chunked body has no Content-Length for BodyLimit to see
+        raise problems.Problem(
+            413, "Payload too large", f"request body is larger than {MAX_BODY_BYTES} bytes", "payload-too-large"
+        )
     if not raw:
         raise problems.invalid_field("/", "the request body is empty; a JSON document is required")
     try:

@@ -1,0 +1,128 @@
+"""Fixtures shared by the suites: one local stack per session (real servers), identities, HTTP helpers."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from functions.shared import identity  # noqa: E402
+
+EVENTS_DIR = Path(__file__).parent / "events"
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The whole shop, as `./taskw start` runs it, on free ports in a temporary folder."""
+    from local.stack import Stack, StackSettings
+
+    shop = Stack(StackSettings(data_dir=tmp_path_factory.mktemp("stack"), port=0, durable=False, environ={}))
+    shop.start()
+    try:
+        yield shop
+    finally:
+        shop.stop()
+
+
+@dataclass(frozen=True)
+class People:
+    """Signed identity headers, as the gateway forwards them."""
+
+    secret: str
+
+    def headers(self, subject: str, *roles: str, email: str | None = None, first: str = "Test", last: str = "User"
+                ) -> dict[str, str]:
+        who = identity.Identity(subject, email if email is not None else f"{subject}@example.com", first, last,
+                                frozenset(roles))
+        return {identity.HEADER: identity.sign(who, self.secret, ttl_seconds=600)}
+
+    def customer(self, subject: str = "customer-1", **kwargs: Any) -> dict[str, str]:
+        return self.headers(subject, "customer", **kwargs)
+
+    def admin(self, subject: str = "admin-1") -> dict[str, str]:
+        return self.headers(subject, "admin", "customer")
+
+
+@pytest.fixture(scope="session")
+def people(stack: Any) -> People:
+    return People(stack.identity_secret)
+
+
+class Ingress:
+    """Requests to Knative Services through the local ingress, addressed by Host header."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.session = requests.Session()
+
+    def call(self, service: str, method: str, path: str, **kwargs: Any) -> requests.Response:
+        headers = {"Host": f"{service}.shop.svc.cluster.local", **kwargs.pop("headers", {})}
+        return self.session.request(method, self.url + path, headers=headers, timeout=60, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def ingress(stack: Any) -> Ingress:
+    return Ingress(stack.url)
+
+
+def eventually(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1) -> Any:
+    """Polls until `check` returns something truthy; fails with its last value after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
+
+
+@pytest.fixture
+def function_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
+    """Sets a function's environment for an in-process functions_framework app, then forgets it."""
+    from functions.shared.config import config
+
+    def clear() -> None:
+        config.cache_clear()
+        for name, module in list(sys.modules.items()):
+            if name.startswith("functions.") and name.endswith(".bootstrap"):
+                for attr in vars(module).values():
+                    if callable(getattr(attr, "cache_clear", None)):
+                        attr.cache_clear()
+
+    def apply(**env: str) -> None:
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        clear()
+
+    yield apply
+    clear()
+
+
+def problem_of(response: Any) -> dict[str, Any]:
+    """The RFC 9457 body of an error response, after checking it is one."""
+    content_type = response.headers.get("Content-Type", "")
+    assert content_type.startswith("application/problem+json"), (response.status_code, content_type, response.data
+                                                                   if hasattr(response, "data") else response.text)
+    body = response.get_json() if hasattr(response, "get_json") else response.json()
+    assert body["status"] == response.status_code
+    assert body["title"] and body["detail"] and body["type"].startswith("/problems/")
+    return dict(body)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _quiet_environment() -> None:
+    # Functions under test read only what the tests give them.
+    for name in ("DATABASE_URL", "MONGODB_URI", "KAFKA_BOOTSTRAP_SERVERS", "SMTP_URL", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        os.environ.pop(name, None)
