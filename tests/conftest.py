@@ -41,10 +41,12 @@ class People:
 
     secret: str
 
-    def headers(self, subject: str, *roles: str, email: str | None = None, first: str = "Test", last: str = "User"
-                ) -> dict[str, str]:
-        who = identity.Identity(subject, email if email is not None else f"{subject}@example.com", first, last,
-                                frozenset(roles))
+    def headers(
+        self, subject: str, *roles: str, email: str | None = None, first: str = "Test", last: str = "User"
+    ) -> dict[str, str]:
+        who = identity.Identity(
+            subject, email if email is not None else f"{subject}@example.com", first, last, frozenset(roles)
+        )
         return {identity.HEADER: identity.sign(who, self.secret, ttl_seconds=600)}
 
     def customer(self, subject: str = "customer-1", **kwargs: Any) -> dict[str, str]:
@@ -113,8 +115,11 @@ def function_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None
 def problem_of(response: Any) -> dict[str, Any]:
     """The RFC 9457 body of an error response, after checking it is one."""
     content_type = response.headers.get("Content-Type", "")
-    assert content_type.startswith("application/problem+json"), (response.status_code, content_type, response.data
-                                                                   if hasattr(response, "data") else response.text)
+    assert content_type.startswith("application/problem+json"), (
+        response.status_code,
+        content_type,
+        response.data if hasattr(response, "data") else response.text,
+    )
     body = response.get_json() if hasattr(response, "get_json") else response.json()
     assert body["status"] == response.status_code
     assert body["title"] and body["detail"] and body["type"].startswith("/problems/")

@@ -146,6 +146,8 @@ def to_kafka(event: CloudEvent) -> KafkaMessage:
     return KafkaMessage(headers=headers, key=message.key, value=message.value)
 
 
-def from_kafka(headers: Mapping[str, bytes], key: bytes | None, value: bytes) -> CloudEvent:
+def from_kafka(headers: Mapping[str, bytes], key: str | bytes | None, value: bytes) -> CloudEvent:
     ce_headers = {k: v for k, v in headers.items() if k.startswith("ce_") or k == "content-type"}
-    return kafka_from_binary(KafkaMessage(headers=ce_headers, key=key, value=value))
+    # The SDK would put the raw key bytes into partitionkey; the attribute is a string.
+    text_key = key.decode() if isinstance(key, bytes) else key
+    return kafka_from_binary(KafkaMessage(headers=ce_headers, key=text_key, value=value))

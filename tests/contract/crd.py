@@ -27,18 +27,14 @@ Document = dict[str, Any]
 Kind = tuple[str, str]
 
 # Keywords that only document a schema; the rest (type, enum, pattern, ...) carry over as is.
-_DOCUMENTATION = frozenset(
-    {"description", "default", "example", "externalDocs", "title"}
-)
+_DOCUMENTATION = frozenset({"description", "default", "example", "externalDocs", "title"})
 # Logical junctors: in a structural schema their branches only restrict values, so they
 # never get `additionalProperties: false` (that would reject fields the outer schema allows).
 _JUNCTORS = ("allOf", "anyOf", "oneOf")
 
 DNS_1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 DNS_1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-DNS_1123_SUBDOMAIN = (
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-)
+DNS_1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 # Label and annotation keys: optional DNS-subdomain prefix and "/", then a name of at most 63.
 QUALIFIED_NAME = (
     r"^(?:(?=[^/]{1,253}/)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
@@ -58,9 +54,7 @@ _PATTERN_NAMES = {
 def crds_location() -> Path:
     """Where the CRDs are looked for (whether or not the folder exists)."""
     configured = os.environ.get(CRDS_ENV, "").strip()
-    return (
-        Path(configured) if configured else REPO_ROOT.parent / "shared" / "knative-crds"
-    )
+    return Path(configured) if configured else REPO_ROOT.parent / "shared" / "knative-crds"
 
 
 def crds_dir() -> Path | None:
@@ -84,44 +78,29 @@ def validate(document: Mapping[str, Any]) -> list[str]:
     directory = _require_crds_dir()
     validator = _validators(directory).get((api_version, kind))
     if validator is None:
-        return [
-            f"(document): no CRD in {directory} defines apiVersion {api_version} kind {kind}"
-        ]
-    errors = sorted(
-        validator.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path]
-    )
+        return [f"(document): no CRD in {directory} defines apiVersion {api_version} kind {kind}"]
+    errors = sorted(validator.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path])
     return [message for error in errors for message in _describe(error)]
 
 
 def load_documents(path: Path) -> list[Document]:
     """The non-empty YAML documents of a file; a duplicate key is an error, as in strict decoding."""
     with path.open(encoding="utf-8") as stream:
-        documents = [
-            doc
-            for doc in yaml.load_all(stream, Loader=_StrictLoader)
-            if doc is not None
-        ]
+        documents = [doc for doc in yaml.load_all(stream, Loader=_StrictLoader) if doc is not None]
     for index, doc in enumerate(documents):
         if not isinstance(doc, dict):
-            raise TypeError(
-                f"{path}: document {index} is a {_json_type(doc)}, not a mapping"
-            )
+            raise TypeError(f"{path}: document {index} is a {_json_type(doc)}, not a mapping")
     return documents
 
 
-def to_json_schema(
-    node: Mapping[str, Any], *, structural: bool = True
-) -> dict[str, Any]:
+def to_json_schema(node: Mapping[str, Any], *, structural: bool = True) -> dict[str, Any]:
     """A JSON Schema (draft 2020-12) for one structural OpenAPI v3 schema node, strict on unknown fields."""
     out: dict[str, Any] = {}
     for key, value in node.items():
         if key in _DOCUMENTATION:
             continue
         if key == "properties":
-            out[key] = {
-                name: to_json_schema(sub, structural=structural)
-                for name, sub in value.items()
-            }
+            out[key] = {name: to_json_schema(sub, structural=structural) for name, sub in value.items()}
         elif key in ("items", "additionalProperties") and isinstance(value, Mapping):
             out[key] = to_json_schema(value, structural=structural)
         elif key in _JUNCTORS:
@@ -143,12 +122,7 @@ def to_json_schema(
             **out.get("properties", {}),
         }
     preserve = bool(node.get("x-kubernetes-preserve-unknown-fields"))
-    if (
-        structural
-        and "properties" in out
-        and "additionalProperties" not in out
-        and not preserve
-    ):
+    if structural and "properties" in out and "additionalProperties" not in out and not preserve:
         out["additionalProperties"] = False
     return out
 
@@ -194,9 +168,7 @@ def object_meta(name_pattern: str, name_max_length: int) -> dict[str, Any]:
     }
 
 
-def resource_schema(
-    api_version: str, kind: str, openapi: Mapping[str, Any]
-) -> dict[str, Any]:
+def resource_schema(api_version: str, kind: str, openapi: Mapping[str, Any]) -> dict[str, Any]:
     """The JSON Schema of a whole resource: the CRD's schema plus TypeMeta and ObjectMeta-lite.
 
     Kubernetes adds apiVersion, kind and metadata to every CRD implicitly; most eventing
@@ -215,18 +187,14 @@ def resource_schema(
         "kind": {"const": kind},
         "metadata": meta,
     }
-    schema["required"] = sorted(
-        {*schema.get("required", ()), "apiVersion", "kind", "metadata"}
-    )
+    schema["required"] = sorted({*schema.get("required", ()), "apiVersion", "kind", "metadata"})
     return schema
 
 
 def _require_crds_dir() -> Path:
     directory = crds_dir()
     if directory is None:
-        raise FileNotFoundError(
-            f"Knative CRDs not found at {crds_location()}; set {CRDS_ENV}"
-        )
+        raise FileNotFoundError(f"Knative CRDs not found at {crds_location()}; set {CRDS_ENV}")
     return directory
 
 
@@ -279,9 +247,7 @@ def _hashable(value: Any) -> Hashable:
     return repr(value) if isinstance(value, (dict, list)) else value
 
 
-_StrictValidator = validators.extend(
-    Draft202012Validator, {"x-kubernetes-list-type": _list_type}
-)
+_StrictValidator = validators.extend(Draft202012Validator, {"x-kubernetes-list-type": _list_type})
 
 
 def _describe(error: ValidationError) -> Iterator[str]:
@@ -334,9 +300,7 @@ class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate mapping keys instead of keeping the last one."""
 
 
-def _construct_mapping(
-    loader: yaml.SafeLoader, node: yaml.MappingNode
-) -> dict[Any, Any]:
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=True)
@@ -351,6 +315,4 @@ def _construct_mapping(
     return loader.construct_mapping(node, deep=True)
 
 
-_StrictLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
-)
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)

@@ -43,13 +43,9 @@ def _documents(path: Path) -> list[crd.Document]:
 def _service(path: Path) -> crd.Document:
     """The one Knative Service a file under knative/services/ holds."""
     documents = _documents(path)
-    assert len(documents) == 1, (
-        f"{path.name}: expected one document, found {len(documents)}"
-    )
+    assert len(documents) == 1, f"{path.name}: expected one document, found {len(documents)}"
     service = documents[0]
-    assert (service.get("apiVersion"), service.get("kind")) == SERVICE_KIND, (
-        f"{path.name}: not a Knative Service"
-    )
+    assert (service.get("apiVersion"), service.get("kind")) == SERVICE_KIND, f"{path.name}: not a Knative Service"
     return service
 
 
@@ -66,9 +62,7 @@ def _env(service: crd.Document) -> dict[str, Any]:
 
 def _env_value(service: crd.Document, name: str) -> str:
     entry = _env(service).get(name)
-    assert entry is not None and "value" in entry, (
-        f"{service['metadata']['name']}: env {name} needs a literal value"
-    )
+    assert entry is not None and "value" in entry, f"{service['metadata']['name']}: env {name} needs a literal value"
     value = entry["value"]
     assert isinstance(value, str)
     return value
@@ -83,9 +77,7 @@ def _config_objects() -> dict[tuple[str, str, str], set[str]]:
             if kind not in ("Secret", "ConfigMap"):
                 continue
             meta = document["metadata"]
-            keys = set(document.get("data") or {}) | set(
-                document.get("stringData") or {}
-            )
+            keys = set(document.get("data") or {}) | set(document.get("stringData") or {})
             keys |= set(document.get("binaryData") or {})
             found[(kind, meta.get("namespace", "default"), meta["name"])] = keys
     return found
@@ -101,9 +93,7 @@ def _kustomization() -> crd.Document:
 def crds() -> Path:
     found = crd.crds_dir()
     if found is None:
-        pytest.skip(
-            f"Knative CRDs not found at {crd.crds_location()}; set {crd.CRDS_ENV}"
-        )
+        pytest.skip(f"Knative CRDs not found at {crd.crds_location()}; set {crd.CRDS_ENV}")
     return found
 
 
@@ -126,16 +116,12 @@ def test_every_yaml_document_parses(path: Path) -> None:
     documents = _documents(path)
     assert documents, f"{path.name} holds no document"
     for document in documents:
-        assert isinstance(document.get("apiVersion"), str) and isinstance(
-            document.get("kind"), str
-        )
+        assert isinstance(document.get("apiVersion"), str) and isinstance(document.get("kind"), str)
 
 
 def test_duplicate_yaml_keys_are_refused(tmp_path: Path) -> None:
     manifest = tmp_path / "twice.yaml"
-    manifest.write_text(
-        "apiVersion: v1\nkind: ConfigMap\nkind: Secret\n", encoding="utf-8"
-    )
+    manifest.write_text("apiVersion: v1\nkind: ConfigMap\nkind: Secret\n", encoding="utf-8")
     with pytest.raises(yaml.YAMLError, match="duplicate key 'kind'"):
         crd.load_documents(manifest)
 
@@ -186,19 +172,13 @@ def test_service_validates_strictly_against_the_crd(path: Path, crds: Path) -> N
 def test_unknown_container_field_is_rejected(crds: Path) -> None:
     document = _broken(lambda d: _container(d).update(imagePullPolicyy="Always"))
     errors = crd.validate(document)
-    assert errors == [
-        "spec.template.spec.containers[0].imagePullPolicyy: unknown field 'imagePullPolicyy'"
-    ]
+    assert errors == ["spec.template.spec.containers[0].imagePullPolicyy: unknown field 'imagePullPolicyy'"]
 
 
 def test_wrong_type_is_rejected(crds: Path) -> None:
-    document = _broken(
-        lambda d: d["spec"]["template"]["spec"].update(containerConcurrency="16")
-    )
+    document = _broken(lambda d: d["spec"]["template"]["spec"].update(containerConcurrency="16"))
     errors = crd.validate(document)
-    assert errors == [
-        "spec.template.spec.containerConcurrency: expected integer, got string '16'"
-    ]
+    assert errors == ["spec.template.spec.containerConcurrency: expected integer, got string '16'"]
 
 
 @pytest.mark.parametrize(
@@ -296,13 +276,9 @@ def test_function_target_exists_in_its_source(path: Path) -> None:
     source = crd.REPO_ROOT / _env_value(service, "FUNCTION_SOURCE")
     signature = _env_value(service, "FUNCTION_SIGNATURE_TYPE")
     assert signature in DECORATORS, f"unknown FUNCTION_SIGNATURE_TYPE {signature!r}"
-    assert source.is_file(), (
-        f"FUNCTION_SOURCE {source.relative_to(crd.REPO_ROOT)} does not exist"
-    )
+    assert source.is_file(), f"FUNCTION_SOURCE {source.relative_to(crd.REPO_ROOT)} does not exist"
     targets = _decorated_functions(source)
-    assert target in targets, (
-        f"{source.name} has no top-level functions_framework target {target!r}"
-    )
+    assert target in targets, f"{source.name} has no top-level functions_framework target {target!r}"
     assert targets[target] == DECORATORS[signature], (
         f"{target} is decorated @functions_framework.{targets[target]}, but the service says {signature}"
     )
@@ -341,21 +317,13 @@ def test_container_is_non_root_with_limits_and_probes(path: Path) -> None:
     assert security.get("runAsNonRoot") is True
     assert security.get("allowPrivilegeEscalation") is False
     resources = container.get("resources", {})
-    assert {"cpu", "memory"} <= set(resources.get("limits", {})), (
-        "cpu and memory limits"
-    )
-    assert {"cpu", "memory"} <= set(resources.get("requests", {})), (
-        "cpu and memory requests"
-    )
+    assert {"cpu", "memory"} <= set(resources.get("limits", {})), "cpu and memory limits"
+    assert {"cpu", "memory"} <= set(resources.get("requests", {})), "cpu and memory requests"
     for probe in ("readinessProbe", "livenessProbe"):
-        assert container.get(probe, {}).get("httpGet", {}).get("path") == "/healthz", (
-            probe
-        )
+        assert container.get(probe, {}).get("httpGet", {}).get("path") == "/healthz", probe
     if security.get("readOnlyRootFilesystem"):
         # gunicorn cannot start without a writable temp directory for its worker heartbeat.
-        assert "/tmp" in {
-            mount["mountPath"] for mount in container.get("volumeMounts", [])
-        }
+        assert "/tmp" in {mount["mountPath"] for mount in container.get("volumeMounts", [])}
 
 
 @pytest.mark.parametrize("path", SERVICE_FILES, ids=_ids(SERVICE_FILES))
@@ -392,12 +360,8 @@ def test_env_references_resolve_to_config(path: Path) -> None:
                 continue
             ref = source[ref_field]
             keys = defined.get((kind, namespace, ref["name"]))
-            assert keys is not None, (
-                f"env {name}: no {kind} {namespace}/{ref['name']} under knative/config/"
-            )
-            assert ref["key"] in keys, (
-                f"env {name}: {kind} {ref['name']} has no key {ref['key']!r}"
-            )
+            assert keys is not None, f"env {name}: no {kind} {namespace}/{ref['name']} under knative/config/"
+            assert ref["key"] in keys, f"env {name}: {kind} {ref['name']} has no key {ref['key']!r}"
 
 
 def test_kustomization_lists_every_service_and_only_existing_files() -> None:
@@ -416,9 +380,7 @@ def test_kustomization_can_retag_the_image_every_service_uses() -> None:
     names = {entry["name"] for entry in _kustomization().get("images", [])}
     for path in SERVICE_FILES:
         image = _container(_service(path))["image"]
-        assert image.rpartition(":")[0] in names, (
-            f"{path.name}: {image} is not retaggable through images:"
-        )
+        assert image.rpartition(":")[0] in names, f"{path.name}: {image} is not retaggable through images:"
 
 
 def test_kustomize_build_renders_every_service(tmp_path: Path) -> None:
@@ -434,9 +396,5 @@ def test_kustomize_build_renders_every_service(tmp_path: Path) -> None:
     )
     assert rendered.returncode == 0, rendered.stderr
     documents = [doc for doc in yaml.safe_load_all(rendered.stdout) if doc]
-    services = {
-        doc["metadata"]["name"]
-        for doc in documents
-        if (doc["apiVersion"], doc["kind"]) == SERVICE_KIND
-    }
+    services = {doc["metadata"]["name"] for doc in documents if (doc["apiVersion"], doc["kind"]) == SERVICE_KIND}
     assert services == {path.stem for path in SERVICE_FILES}

@@ -23,7 +23,9 @@ SOURCE = "functions/catalog/main.py"
 def catalog(stack: Any, function_env: Callable[..., None]) -> Callable[[str], FlaskClient]:
     # No Kafka for in-process writers: the fast-path relay fails quietly and rows stay unsent,
     # which is what these tests look at.
-    function_env(MONGODB_URI=stack.mongodb_uri, KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9", IDENTITY_SECRET=stack.identity_secret)
+    function_env(
+        MONGODB_URI=stack.mongodb_uri, KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9", IDENTITY_SECRET=stack.identity_secret
+    )
     return lambda target: functions_framework.create_app(target, SOURCE).test_client()
 
 
@@ -37,16 +39,23 @@ def new_sku() -> str:
 
 
 def product_body(sku: str, **changes: Any) -> dict[str, Any]:
-    return {"sku": sku, "name": "Test phone", "description": "A phone for tests", "category": "phones",
-            "price": 199.99, **changes}
+    return {
+        "sku": sku,
+        "name": "Test phone",
+        "description": "A phone for tests",
+        "category": "phones",
+        "price": 199.99,
+        **changes,
+    }
 
 
 def test_create_stores_exact_price_and_queues_its_event_in_the_same_transaction(
     catalog: Callable[[str], FlaskClient], people: People, mongo: Any
 ) -> None:
     sku = new_sku()
-    response = catalog("product_create").post("/api/products", json=product_body(sku, price=1234.5),
-                                               headers=people.admin())
+    response = catalog("product_create").post(
+        "/api/products", json=product_body(sku, price=1234.5), headers=people.admin()
+    )
     assert response.status_code == 201, response.data
     body = response.get_json()
     assert body["sku"] == sku and body["price"] == 1234.5 and body["version"] == 1 and body["active"] is True
@@ -75,7 +84,8 @@ def test_a_duplicate_sku_is_a_conflict_and_writes_nothing(
 def test_the_original_shapes_keep_working(catalog: Callable[[str], FlaskClient], people: People) -> None:
     sku = new_sku()
     created = catalog("product_create").post(
-        "/api/product", json={"name": "Legacy", "description": "old body", "skuCode": sku, "price": 10},
+        "/api/product",
+        json={"name": "Legacy", "description": "old body", "skuCode": sku, "price": 10},
         headers=people.admin(),
     )
     assert created.status_code == 201, created.data
@@ -83,8 +93,9 @@ def test_the_original_shapes_keep_working(catalog: Callable[[str], FlaskClient],
     listed = catalog("product_list").get("/api/product")
     assert listed.status_code == 200
     mine = [p for p in listed.get_json() if p["skuCode"] == sku]
-    assert mine == [{"id": created.get_json()["id"], "name": "Legacy", "description": "old body", "skuCode": sku,
-                     "price": 10}]
+    assert mine == [
+        {"id": created.get_json()["id"], "name": "Legacy", "description": "old body", "skuCode": sku, "price": 10}
+    ]
 
 
 def test_only_admins_create_products(catalog: Callable[[str], FlaskClient], people: People, mongo: Any) -> None:
@@ -96,8 +107,11 @@ def test_only_admins_create_products(catalog: Callable[[str], FlaskClient], peop
     customer = client.post("/api/products", json=product_body(sku), headers=people.customer())
     assert customer.status_code == 403
     problem_of(customer)
-    forged = client.post("/api/products", json=product_body(sku),
-                         headers={"X-Shop-Identity": People("not-the-secret").admin()["X-Shop-Identity"]})
+    forged = client.post(
+        "/api/products",
+        json=product_body(sku),
+        headers={"X-Shop-Identity": People("not-the-secret").admin()["X-Shop-Identity"]},
+    )
     assert forged.status_code == 401
     assert mongo.products.count_documents({"sku": sku}) == 0
 
@@ -112,7 +126,9 @@ def test_update_changes_fields_bumps_the_version_and_emits_what_changed(
     assert changed.status_code == 200, changed.data
     assert changed.get_json()["version"] == 2 and changed.get_json()["price"] == 149
     assert changed.headers["ETag"] == '"v2"'
-    updated_events = [d["event"]["data"] for d in mongo.outbox.find({"event.subject": sku, "type": "com.shop.product.updated"})]
+    updated_events = [
+        d["event"]["data"] for d in mongo.outbox.find({"event.subject": sku, "type": "com.shop.product.updated"})
+    ]
     assert updated_events == [{**updated_events[0], "changed": ["active", "price"], "price": "149.00", "version": 2}]
     stale = update.patch(f"/api/products/{sku}", json={"price": 120}, headers={**people.admin(), "If-Match": '"v1"'})
     assert stale.status_code == 412
@@ -140,12 +156,26 @@ def test_list_searches_filters_sorts_and_pages(catalog: Callable[[str], FlaskCli
     for i, price in enumerate(["30.00", "10.00", "20.00"]):
         create.post(
             "/api/products",
-            json={"sku": f"{marker}_{i}", "name": f"Gadget {marker} {i} (v1.0)", "category": f"c{marker}",
-                  "price": float(price), "description": "needle in a haystack"},
+            json={
+                "sku": f"{marker}_{i}",
+                "name": f"Gadget {marker} {i} (v1.0)",
+                "category": f"c{marker}",
+                "price": float(price),
+                "description": "needle in a haystack",
+            },
             headers=people.admin(),
         )
-    create.post("/api/products", json={"sku": f"{marker}_hidden", "name": f"Gadget {marker} hidden",
-                                       "category": f"c{marker}", "price": 5, "active": False}, headers=people.admin())
+    create.post(
+        "/api/products",
+        json={
+            "sku": f"{marker}_hidden",
+            "name": f"Gadget {marker} hidden",
+            "category": f"c{marker}",
+            "price": 5,
+            "active": False,
+        },
+        headers=people.admin(),
+    )
     listing = catalog("product_list")
 
     def skus(query: str, **kwargs: Any) -> list[str]:
@@ -209,16 +239,25 @@ def test_bad_product_bodies_name_the_field_and_write_nothing(
 def test_bodies_that_are_not_one_json_document_are_refused(
     catalog: Callable[[str], FlaskClient], people: People, data: bytes, content_type: str, status: int
 ) -> None:
-    response = catalog("product_create").post("/api/products", data=data, content_type=content_type,
-                                               headers=people.admin())
+    response = catalog("product_create").post(
+        "/api/products", data=data, content_type=content_type, headers=people.admin()
+    )
     assert response.status_code == status
     problem_of(response)
 
 
 @pytest.mark.parametrize(
     "query",
-    ["category[$ne]=x", "category=%7B%22%24gt%22%3A%22%22%7D", "page=-1", "size=1000", "sort=price;drop",
-     "q=" + "x" * 101, "includeInactive=maybe", "page=1&page=2"],
+    [
+        "category[$ne]=x",
+        "category=%7B%22%24gt%22%3A%22%22%7D",
+        "page=-1",
+        "size=1000",
+        "sort=price;drop",
+        "q=" + "x" * 101,
+        "includeInactive=maybe",
+        "page=1&page=2",
+    ],
 )
 def test_bad_queries_are_refused_with_a_problem(catalog: Callable[[str], FlaskClient], query: str) -> None:
     response = catalog("product_list").get(f"/api/products?{query}")

@@ -24,8 +24,11 @@ SOURCE = "functions/inventory/main.py"
 
 @pytest.fixture
 def inventory(stack: Any, function_env: Callable[..., None]) -> Callable[[str], FlaskClient]:
-    function_env(DATABASE_URL=stack.database_urls["inventory"], KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9",
-                 IDENTITY_SECRET=stack.identity_secret)
+    function_env(
+        DATABASE_URL=stack.database_urls["inventory"],
+        KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9",
+        IDENTITY_SECRET=stack.identity_secret,
+    )
     apps: dict[str, Any] = {}
 
     def client(target: str) -> FlaskClient:
@@ -55,8 +58,9 @@ def order_number() -> str:
 
 
 def stock(inventory: Callable[[str], FlaskClient], people: People, sku: str, quantity: int, **extra: Any) -> None:
-    response = inventory("inventory_restock").put(f"/api/inventory/{sku}", json={"quantity": quantity, **extra},
-                                                  headers=people.admin())
+    response = inventory("inventory_restock").put(
+        f"/api/inventory/{sku}", json={"quantity": quantity, **extra}, headers=people.admin()
+    )
     assert response.status_code in (200, 201), response.data
 
 
@@ -71,8 +75,9 @@ def test_restock_sets_or_adds_and_check_answers_in_both_shapes(
     a, b = new_sku(), new_sku()
     created = inventory("inventory_restock").put(f"/api/inventory/{a}", json={"quantity": 5}, headers=people.admin())
     assert created.status_code == 201 and created.get_json() == {"skuCode": a, "available": 5, "lowStockThreshold": 5}
-    added = inventory("inventory_restock").put(f"/api/inventory/{a}", json={"quantity": 3, "mode": "add"},
-                                               headers=people.admin())
+    added = inventory("inventory_restock").put(
+        f"/api/inventory/{a}", json={"quantity": 3, "mode": "add"}, headers=people.admin()
+    )
     assert added.status_code == 200 and added.get_json()["available"] == 8
     stock(inventory, people, b, 1)
     check = inventory("inventory_check")
@@ -87,8 +92,9 @@ def test_restock_sets_or_adds_and_check_answers_in_both_shapes(
     assert [x["isInStock"] for x in per_line] == [True, True]
     missing = check.get("/api/inventory?skuCode=never_stocked")
     assert missing.status_code == 404 and problem_of(missing)["errors"][0]["field"] == "skuCode"
-    unknown_add = inventory("inventory_restock").put(f"/api/inventory/{new_sku()}", json={"quantity": 1, "mode": "add"},
-                                                     headers=people.admin())
+    unknown_add = inventory("inventory_restock").put(
+        f"/api/inventory/{new_sku()}", json={"quantity": 1, "mode": "add"}, headers=people.admin()
+    )
     assert unknown_add.status_code == 404
 
 
@@ -116,7 +122,9 @@ def test_a_reservation_holds_every_line_or_none(
     assert refused.status_code == 409
     assert problem_of(refused)["shortages"] == [{"skuCode": scarce, "requested": 2, "available": 1}]
     assert sql("SELECT sku, available FROM stock WHERE sku IN (%s, %s) ORDER BY available", plenty, scarce) == [
-        (scarce, 1), (plenty, 10)]
+        (scarce, 1),
+        (plenty, 10),
+    ]
     assert sql("SELECT count(*) FROM reservations WHERE order_number = %s", number) == [(0,)]
     unknown = reserve(inventory, order_number(), (plenty, 1), ("no_such_sku", 1))
     assert unknown.status_code == 422 and problem_of(unknown)["errors"][0]["field"] == "/items/1/skuCode"
@@ -169,8 +177,13 @@ def test_crossing_the_threshold_queues_one_low_stock_event_with_the_reservation(
 def product_created(sku: str, event_id: str | None = None) -> CloudEvent:
     example = json.loads((EVENTS_DIR / "com.shop.product.created.json").read_text())
     return CloudEvent(
-        {"type": events.PRODUCT_CREATED, "source": "/shop/catalog", "id": event_id or str(uuid.uuid4()),
-         "subject": sku, "partitionkey": sku},
+        {
+            "type": events.PRODUCT_CREATED,
+            "source": "/shop/catalog",
+            "id": event_id or str(uuid.uuid4()),
+            "subject": sku,
+            "partitionkey": sku,
+        },
         {**example["data"], "sku": sku},
     )
 
@@ -187,8 +200,9 @@ def test_track_creates_a_stock_row_once_per_event(
         response = track.post("/", headers=dict(headers), data=body)
         assert response.status_code == 200, response.data
     assert sql("SELECT available FROM stock WHERE sku = %s", sku) == [(0,)]
-    assert sql("SELECT count(*) FROM processed_events WHERE consumer = 'inventory-track' AND event_id = %s",
-               event["id"]) == [(1,)]
+    assert sql(
+        "SELECT count(*) FROM processed_events WHERE consumer = 'inventory-track' AND event_id = %s", event["id"]
+    ) == [(1,)]
 
 
 @pytest.mark.parametrize(
@@ -197,17 +211,24 @@ def test_track_creates_a_stock_row_once_per_event(
         ({"ce-specversion": "1.0", "ce-type": events.PRODUCT_CREATED, "ce-source": "/x"}, {"sku": "ab"}, None),
         ({"ce-specversion": "0.1", "ce-type": events.PRODUCT_CREATED, "ce-source": "/x", "ce-id": "1"}, {}, None),
         ({"ce-specversion": "1.0", "ce-type": events.ORDER_PLACED, "ce-source": "/x", "ce-id": "1"}, {}, "type"),
-        ({"ce-specversion": "1.0", "ce-type": events.PRODUCT_CREATED, "ce-source": "/x", "ce-id": "2"},
-         {"sku": "Not Valid"}, "/data/sku"),
+        (
+            {"ce-specversion": "1.0", "ce-type": events.PRODUCT_CREATED, "ce-source": "/x", "ce-id": "2"},
+            {"sku": "Not Valid"},
+            "/data/sku",
+        ),
     ],
 )
 def test_malformed_cloudevents_are_refused_and_write_nothing(
-    inventory: Callable[[str], FlaskClient], sql: Callable[..., list[tuple[Any, ...]]],
-    headers: dict[str, str], body: dict[str, Any], field: str | None,
+    inventory: Callable[[str], FlaskClient],
+    sql: Callable[..., list[tuple[Any, ...]]],
+    headers: dict[str, str],
+    body: dict[str, Any],
+    field: str | None,
 ) -> None:
     before = sql("SELECT count(*) FROM stock")
-    response = inventory("inventory_track").post("/", headers={**headers, "Content-Type": "application/json"},
-                                                 data=json.dumps(body))
+    response = inventory("inventory_track").post(
+        "/", headers={**headers, "Content-Type": "application/json"}, data=json.dumps(body)
+    )
     assert response.status_code == 400
     problem = problem_of(response)
     if field:
@@ -224,18 +245,23 @@ def test_cancelled_order_event_releases_and_placed_event_confirms(
     assert reserve(inventory, kept, (sku, 1)).status_code == 201
     assert reserve(inventory, cancelled, (sku, 2)).status_code == 201
     placed = json.loads((EVENTS_DIR / "com.shop.order.placed.json").read_text())["data"]
-    confirm = CloudEvent({"type": events.ORDER_PLACED, "source": "/shop/orders", "id": str(uuid.uuid4())},
-                         {**placed, "orderNumber": kept})
+    confirm = CloudEvent(
+        {"type": events.ORDER_PLACED, "source": "/shop/orders", "id": str(uuid.uuid4())},
+        {**placed, "orderNumber": kept},
+    )
     headers, body = to_binary(confirm)
     assert inventory("inventory_confirm").post("/", headers=dict(headers), data=body).status_code == 200
     gone = json.loads((EVENTS_DIR / "com.shop.order.cancelled.json").read_text())["data"]
-    cancel = CloudEvent({"type": events.ORDER_CANCELLED, "source": "/shop/orders", "id": str(uuid.uuid4())},
-                        {**gone, "orderNumber": cancelled})
+    cancel = CloudEvent(
+        {"type": events.ORDER_CANCELLED, "source": "/shop/orders", "id": str(uuid.uuid4())},
+        {**gone, "orderNumber": cancelled},
+    )
     headers, body = to_structured(cancel)
     release = inventory("inventory_release")
     assert [release.post("/", headers=dict(headers), data=body).status_code for _ in range(2)] == [204, 204]
-    assert sql("SELECT order_number, status FROM reservations WHERE order_number IN (%s, %s) ORDER BY status",
-               kept, cancelled) == [(kept, "COMMITTED"), (cancelled, "RELEASED")]
+    assert sql(
+        "SELECT order_number, status FROM reservations WHERE order_number IN (%s, %s) ORDER BY status", kept, cancelled
+    ) == [(kept, "COMMITTED"), (cancelled, "RELEASED")]
     assert sql("SELECT available FROM stock WHERE sku = %s", sku) == [(4,)]
 
 
@@ -284,8 +310,15 @@ def test_bad_restocks_are_refused(
 
 
 @pytest.mark.parametrize(
-    "query", ["", "skuCode=", "skuCode=a_b&quantity=0", "skuCode=a_b&quantity=x", "skuCode=a_b&skuCode=c_d&quantity=1"
-              "&quantity=2&quantity=3", "skuCode=a_b&sku[$ne]=1"],
+    "query",
+    [
+        "",
+        "skuCode=",
+        "skuCode=a_b&quantity=0",
+        "skuCode=a_b&quantity=x",
+        "skuCode=a_b&skuCode=c_d&quantity=1&quantity=2&quantity=3",
+        "skuCode=a_b&sku[$ne]=1",
+    ],
 )
 def test_bad_checks_are_refused(inventory: Callable[[str], FlaskClient], query: str) -> None:
     response = inventory("inventory_check").get(f"/api/inventory?{query}")

@@ -51,9 +51,7 @@ def test_postgres_keeps_data_and_port_across_restart(tmp_path: Path) -> None:
         port = postgres.port
         assert postgres.url() == f"postgresql://postgres@127.0.0.1:{port}/postgres"
         with psycopg.connect(postgres.url()) as conn:
-            conn.execute(
-                "CREATE TABLE product (sku text PRIMARY KEY, name text NOT NULL)"
-            )
+            conn.execute("CREATE TABLE product (sku text PRIMARY KEY, name text NOT NULL)")
             conn.execute("INSERT INTO product VALUES ('SKU-1', 'Café crème')")
     assert refuses_connections(port)
 
@@ -83,9 +81,7 @@ def test_postgres_start_failure_quotes_the_server_log(tmp_path: Path) -> None:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         taken = squatter.getsockname()[1]
-        postgres = EmbeddedPostgres(
-            tmp_path / "pg", port=taken, log_dir=tmp_path, durable=False
-        )
+        postgres = EmbeddedPostgres(tmp_path / "pg", port=taken, log_dir=tmp_path, durable=False)
         with pytest.raises(RuntimeError, match="Address already in use"):
             postgres.start()
     postgres.stop()
@@ -103,9 +99,7 @@ def test_mongo_insert_find_and_transactions(tmp_path: Path) -> None:
 
             with client.start_session() as session, session.start_transaction():
                 carts.insert_one({"_id": "cart-2", "items": 1}, session=session)
-                carts.update_one(
-                    {"_id": "cart-1"}, {"$inc": {"items": 1}}, session=session
-                )
+                carts.update_one({"_id": "cart-1"}, {"$inc": {"items": 1}}, session=session)
             with client.start_session() as session:
                 session.start_transaction()
                 carts.insert_one({"_id": "cart-3", "items": 5}, session=session)
@@ -150,9 +144,7 @@ def poll_one(consumer: Consumer, timeout: float) -> Message:
 def test_kafka_produce_and_consume(tmp_path: Path) -> None:
     with EmbeddedKafka(log_dir=tmp_path) as kafka:
         assert kafka.bootstrap_servers == f"127.0.0.1:{kafka.port}"
-        config: dict[str, str | int | float | bool] = {
-            "bootstrap.servers": kafka.bootstrap_servers
-        }
+        config: dict[str, str | int | float | bool] = {"bootstrap.servers": kafka.bootstrap_servers}
         admin = AdminClient(config)
         created = admin.create_topics([NewTopic("orders", num_partitions=1)])
         created["orders"].result(timeout=30)
@@ -190,13 +182,9 @@ def test_kafka_restart_comes_back_on_the_same_port(tmp_path: Path) -> None:
 
     with kafka:
         assert kafka.port == port
-        metadata = AdminClient(
-            {"bootstrap.servers": kafka.bootstrap_servers}
-        ).list_topics(timeout=10)
+        metadata = AdminClient({"bootstrap.servers": kafka.bootstrap_servers}).list_topics(timeout=10)
     # The broker advertises the same address, so clients keep using it after a restart.
-    assert [(b.host, b.port) for b in metadata.brokers.values()] == [
-        ("127.0.0.1", port)
-    ]
+    assert [(b.host, b.port) for b in metadata.brokers.values()] == [("127.0.0.1", port)]
 
 
 def order_email(subject: str) -> EmailMessage:
@@ -269,9 +257,7 @@ def test_smtp_restart_keeps_port_and_mail(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(180)
-def test_start_and_stop_print_nothing(
-    tmp_path: Path, capfd: pytest.CaptureFixture[str]
-) -> None:
+def test_start_and_stop_print_nothing(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     with EmbeddedPostgres(tmp_path / "pg", log_dir=tmp_path, durable=False):
         pass
     with EmbeddedMongo(None, log_dir=tmp_path):
