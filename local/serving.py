@@ -278,7 +278,7 @@ class Autoscaler:
     def __init__(self, revisions: Mapping[str, Revision], http: Callable[[], aiohttp.ClientSession]) -> None:
         self.revisions = revisions
         self.http = http
-        self._restarts: set[asyncio.Task[str]] = set()
+        self._restarts: set[asyncio.Task[None]] = set()
 
     async def start_min_scale(self) -> None:
         await asyncio.gather(*(r.ready(self.http()) for r in self.revisions.values() if r.service.min_scale > 0))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from functions.catalog.model import (

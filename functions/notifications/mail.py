@@ -5,6 +5,7 @@ from __future__ import annotations
 import smtplib
 from dataclasses import dataclass
 from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any, Protocol
@@ -65,7 +66,9 @@ class SmtpMailer:
         self.timeout = timeout
 
     def send(self, email: Email) -> None:
-        message = EmailMessage()
+        # Headers up to RFC 5322's 998 characters stay on one line: Python's folding of a long
+        # Subject leaves a leading space that some readers keep.
+        message = EmailMessage(policy=SMTP_POLICY.clone(max_line_length=998))
         message["From"] = self.sender
         message["To"] = email.recipient
         message["Subject"] = email.subject

@@ -209,7 +209,7 @@ def cancel_order(
     except OrderNotCancellable as error:
         raise problems.conflict(
             f"order {cmd.order_number!r} is {error.status.value}; only PLACED orders can be cancelled",
-            status=error.status.value,
+            orderStatus=error.status.value,
         ) from None
     if cancelled is None:
         raise problems.not_found(f"no order {cmd.order_number!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -22,7 +23,7 @@ from functions.orders.model import (
     OrderStatus,
     StoredResponse,
 )
-from functions.shared import db, outbox
+from functions.shared import db, outbox, web
 
 # A claim with no answer after this long belongs to a request that died: it may be retried.
 ABANDONED_CLAIM = timedelta(seconds=30)
@@ -121,7 +122,7 @@ class PostgresOrderStore:
             if key is not None:
                 conn.execute(
                     "UPDATE idempotency_keys SET order_number = %s, response = %s WHERE customer_id = %s AND key = %s",
-                    (order.order_number, Jsonb(response), c.id, key),
+                    (order.order_number, Jsonb(response, dumps=_json), c.id, key),
                 )
 
     def get(self, order_number: str) -> Order | None:
@@ -180,6 +181,10 @@ class PostgresOrderStore:
             )
             outbox.add(conn, event_for(cancelled))
             return cancelled
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=web.to_json_value)
 
 
 def _load(conn: db.Connection, order_number: str, *, lock: bool) -> Order | None:

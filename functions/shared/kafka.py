@@ -105,7 +105,7 @@ class KafkaPublisher:
 
 def ensure_topics(bootstrap_servers: str, topics: Iterable[str], partitions: int = 3) -> None:
     """Creates missing topics (the broker does not auto-create them)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "logger": client_logger("admin")})
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "logger": client_logger("admin")})  # type: ignore[dict-item]
     existing = set(admin.list_topics(timeout=10).topics)
     wanted = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics if t not in existing]
     if not wanted:

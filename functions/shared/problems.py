@@ -48,7 +48,8 @@ class Problem(Exception):
             body["instance"] = instance
         if self.errors:
             body["errors"] = [e.as_json() for e in self.errors]
-        body.update(self.extensions)
+        # Extension members never replace the standard ones (RFC 9457 §3.2).
+        body.update({k: v for k, v in self.extensions.items() if k not in body})
         return body
 
 

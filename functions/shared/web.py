@@ -39,7 +39,7 @@ def install() -> None:
     settings = config()
     configure_logging(settings.service, settings.optional("LOG_LEVEL", "INFO"))
     tracing.configure_tracing(settings.service)
-    app.wsgi_app = BodyLimit(app.wsgi_app)  # type: ignore[method-assign]
+    app.wsgi_app = BodyLimit(app.wsgi_app)
     app.register_error_handler(problems.Problem, _problem_response)
     app.register_error_handler(HTTPException, _http_error_response)
     app.register_error_handler(Exception, _crash_response)

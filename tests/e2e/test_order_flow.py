@@ -1,0 +1,224 @@
+"""The order saga end to end: ingress -> order-place -> inventory -> Kafka -> Broker -> Triggers -> email."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from cloudevents.conversion import to_binary
+from cloudevents.http import CloudEvent
+from confluent_kafka import Consumer
+
+from functions.shared import events
+from tests.conftest import EVENTS_DIR, eventually, problem_of
+from tests.e2e.conftest import Shop
+
+
+def test_placing_an_order_holds_stock_and_emails_the_customer(
+    shop: Shop, customer: Callable[..., dict[str, str]]
+) -> None:
+    sku = shop.product(units=10, price=19.99)
+    jane = customer(email="jane.doe@example.com", first="Jane", last="Doe")
+    placed = shop.order(jane, (sku, 3))
+    assert placed.status_code == 201, placed.text
+    order = placed.json()
+    assert order["status"] == "PLACED" and order["total"] == 59.97 and order["items"][0]["unitPrice"] == 19.99
+    assert placed.headers["Location"] == f"/api/orders/{order['orderNumber']}"
+    assert shop.available(sku) == 7
+    mail = shop.wait_for_mail(order["orderNumber"])[0]
+    assert mail["Subject"] == f"Your Order with OrderNumber {order['orderNumber']} is placed successfully"
+    assert mail["To"] == "jane.doe@example.com" and "Jane Doe" in mail.get_content()
+    assert "59.97" in mail.get_content()
+    # inventory-confirm received com.shop.order.placed: the hold became a committed reservation.
+    eventually(
+        lambda: (
+            shop.sql("inventory", "SELECT status FROM reservations WHERE order_number = %s", order["orderNumber"])
+            == [("COMMITTED",)]
+        )
+    )
+    fetched = shop.ingress.call("order-get", "GET", f"/api/orders/{order['orderNumber']}", headers=jane)
+    assert fetched.status_code == 200 and fetched.json()["orderNumber"] == order["orderNumber"]
+    listed = shop.ingress.call("order-list", "GET", "/api/orders", headers=jane).json()
+    assert [o["orderNumber"] for o in listed["items"]] == [order["orderNumber"]]
+
+
+def test_cancelling_gives_the_stock_back_and_emails_the_customer(
+    shop: Shop, customer: Callable[..., dict[str, str]]
+) -> None:
+    sku = shop.product(units=5)
+    ada = customer()
+    number = shop.order(ada, (sku, 2)).json()["orderNumber"]
+    someone_else = shop.ingress.call("order-cancel", "POST", f"/api/orders/{number}/cancel", headers=customer())
+    assert someone_else.status_code == 404
+    problem_of(someone_else)
+    cancelled = shop.ingress.call(
+        "order-cancel", "POST", f"/api/orders/{number}/cancel", json={"reason": "changed my mind"}, headers=ada
+    )
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "CANCELLED"
+    eventually(lambda: shop.available(sku) == 5)
+    mail = shop.wait_for_mail(f"{number} has been cancelled")[0]
+    assert "changed my mind" in mail.get_content()
+    again = shop.ingress.call("order-cancel", "POST", f"/api/orders/{number}/cancel", headers=ada)
+    assert again.status_code == 409 and problem_of(again)["status"] == 409
+    assert shop.available(sku) == 5
+
+
+def test_the_same_event_delivered_twice_sends_one_email(shop: Shop) -> None:
+    golden = json.loads((EVENTS_DIR / "com.shop.order.placed.json").read_text())
+    number = f"ORD-TWICE-{uuid.uuid4().hex[:8].upper()}"
+    attributes = {k: v for k, v in golden.items() if k != "data"}
+    event = CloudEvent(
+        {**attributes, "id": str(uuid.uuid4()), "subject": number, "partitionkey": number},
+        {**golden["data"], "orderNumber": number},
+    )
+    headers, body = to_binary(event)
+    before = shop.ingress.session.get(f"{shop.stack.url}/_local/eventing").json()["delivered"]
+    for _ in range(2):
+        accepted = shop.ingress.session.post(f"{shop.stack.url}/_broker/shop/shop", headers=dict(headers), data=body)
+        assert accepted.status_code == 202
+    shop.wait_for_mail(number)
+    # Both copies reached every subscriber that wants order.placed (confirm and notification) ...
+    eventually(lambda: shop.ingress.session.get(f"{shop.stack.url}/_local/eventing").json()["delivered"] >= before + 4)
+    # ... and still only one email went out.
+    assert len(shop.mails_about(number)) == 1
+
+
+def test_an_idempotency_key_answers_the_same_order_and_refuses_another_body(
+    shop: Shop, customer: Callable[..., dict[str, str]]
+) -> None:
+    sku = shop.product(units=10)
+    bob = customer()
+    key = str(uuid.uuid4())
+    first, second = shop.order(bob, (sku, 1), key=key), shop.order(bob, (sku, 1), key=key)
+    assert (first.status_code, second.status_code) == (201, 201)
+    assert first.json() == second.json() and second.headers.get("Idempotent-Replayed") == "true"
+    other = shop.order(bob, (sku, 2), key=key)
+    assert other.status_code == 422
+    problem_of(other)
+    assert shop.available(sku) == 9
+    assert shop.sql("orders", "SELECT count(*) FROM orders WHERE customer_id = %s", first.json()["customer"]["id"]) == [
+        (1,)
+    ]
+
+
+def test_a_hundred_concurrent_orders_for_the_last_thirty_units(
+    shop: Shop, customer: Callable[..., dict[str, str]]
+) -> None:
+    sku = shop.product(units=30)
+    buyers = [customer() for _ in range(100)]
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        statuses = list(pool.map(lambda who: shop.order(who, (sku, 1)).status_code, buyers))
+    assert Counter(statuses) == {201: 30, 409: 70}
+    assert shop.available(sku) == 0
+    assert shop.sql("orders", "SELECT count(*) FROM order_lines WHERE sku = %s", sku) == [(30,)]
+    assert shop.sql("inventory", "SELECT count(*) FROM reservation_lines WHERE sku = %s", sku) == [(30,)]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"items": []}, 400, "/items"),
+        ({}, 400, "/items"),
+        ({"items": [{"skuCode": "Not A Sku", "quantity": 1}]}, 400, "/items/0/skuCode"),
+        ({"items": [{"skuCode": "{sku}", "quantity": 0}]}, 400, "/items/0/quantity"),
+        ({"items": [{"skuCode": "{sku}", "quantity": -1}]}, 400, "/items/0/quantity"),
+        ({"items": [{"skuCode": "{sku}", "quantity": 1_000_000}]}, 400, "/items/0/quantity"),
+        (
+            {"items": [{"skuCode": "{sku}", "quantity": 1}, {"skuCode": "{sku}", "quantity": 2}]},
+            400,
+            "/items/1/skuCode",
+        ),
+        ({"items": [{"skuCode": "{sku}", "quantity": 1, "price": 0.01}]}, 400, "/items/0/price"),
+        ({"items": [{"skuCode": "{sku}", "quantity": 1}], "total": 1}, 400, "/total"),
+        ({"items": [{"skuCode": "never_made", "quantity": 1}]}, 422, "/items/0/skuCode"),
+    ],
+)
+def test_bad_orders_are_refused_and_nothing_is_written(
+    shop: Shop, customer: Callable[..., dict[str, str]], body: dict[str, Any], status: int, field: str
+) -> None:
+    sku = shop.product(units=3)
+    body = json.loads(json.dumps(body).replace("{sku}", sku))
+    outbox_before = shop.sql("orders", "SELECT count(*) FROM outbox")
+    who = customer()
+    response = shop.ingress.call("order-place", "POST", "/api/orders", json=body, headers=who)
+    assert response.status_code == status, response.text
+    assert field in [e["field"] for e in problem_of(response).get("errors", [])]
+    assert shop.available(sku) == 3
+    assert shop.sql("orders", "SELECT count(*) FROM outbox") == outbox_before
+    subject = shop.ingress.call("order-list", "GET", "/api/orders", headers=who).json()["totalItems"]
+    assert subject == 0
+
+
+def test_a_malformed_idempotency_key_or_a_missing_identity_is_refused(
+    shop: Shop, customer: Callable[..., dict[str, str]]
+) -> None:
+    sku = shop.product(units=3)
+    bad_key = shop.order(customer(), (sku, 1), key="short")
+    assert bad_key.status_code == 400 and problem_of(bad_key)["errors"][0]["field"] == "Idempotency-Key"
+    anonymous = shop.ingress.call(
+        "order-place", "POST", "/api/orders", json={"items": [{"skuCode": sku, "quantity": 1}]}
+    )
+    assert anonymous.status_code == 401
+    problem_of(anonymous)
+    assert shop.available(sku) == 3
+
+
+def test_the_original_order_endpoint_still_works(shop: Shop, customer: Callable[..., dict[str, str]]) -> None:
+    sku = shop.product(units=3, price=10)
+    legacy = shop.ingress.call(
+        "order-place",
+        "POST",
+        "/api/order",
+        json={
+            "skuCode": sku,
+            "price": 0.01,
+            "quantity": 2,
+            "userDetails": {"email": "spoof@example.com", "firstName": "X", "lastName": "Y"},
+        },
+        headers=customer(email="real@example.com"),
+    )
+    assert legacy.status_code == 201 and legacy.text == "Order Placed Successfully"
+    number = legacy.headers["Location"].rsplit("/", 1)[-1]
+    row = shop.sql("orders", "SELECT email, total FROM orders WHERE order_number = %s", number)
+    assert [(email, float(total)) for email, total in row] == [("real@example.com", 20.0)]
+
+
+def test_every_event_on_the_topics_matches_its_schema(shop: Shop, customer: Callable[..., dict[str, str]]) -> None:
+    sku = shop.product(units=3, threshold=3)
+    placed = shop.order(customer(), (sku, 1)).json()
+    shop.wait_for_mail(placed["orderNumber"])
+    consumer = Consumer(
+        {
+            "bootstrap.servers": shop.stack.kafka_bootstrap,
+            "group.id": f"audit-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000,
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe(list(events.TOPICS))
+    seen: Counter[str] = Counter()
+    quiet_polls = 0
+    try:
+        # Read until the topics have been quiet for a few seconds (the group needs a moment to join).
+        while quiet_polls < (5 if seen else 30):
+            message = consumer.poll(1.0)
+            if message is None or message.error():
+                quiet_polls += 1
+                continue
+            quiet_polls = 0
+            event = events.from_kafka(dict(message.headers() or []), message.key(), message.value())
+            assert event["type"] in events.EVENT_TYPES
+            assert events.TOPIC_BY_TYPE[event["type"]] == message.topic()
+            assert event["partitionkey"] == message.key().decode()
+            assert event["dataschema"] == events.schema_uri(event["type"])
+            events.check_data(event["type"], event.get_data())
+            seen[event["type"]] += 1
+    finally:
+        consumer.close()
+    assert {events.PRODUCT_CREATED, events.ORDER_PLACED, events.INVENTORY_LOW} <= set(seen), seen
