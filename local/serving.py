@@ -95,7 +95,7 @@ class Revision:
         return await asyncio.shield(self._starting)
 
     async def _start(self, http: aiohttp.ClientSession) -> None:
-        from local.servers import free_port
+        from local.servers import die_with_parent, free_port
 
         began = time.monotonic()
         self.port = free_port()
@@ -120,6 +120,7 @@ class Revision:
                 stdout=log_file,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=lambda: die_with_parent(signal.SIGTERM),
             )
         deadline = began + START_TIMEOUT_SECONDS
         probe = f"{self.base_url}{self.service.readiness_path}"

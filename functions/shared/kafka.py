@@ -53,18 +53,27 @@ class KafkaPublisher:
 
     def __init__(self, bootstrap_servers: str, *, timeout_seconds: float = 5.0) -> None:
         self.timeout_seconds = timeout_seconds
-        self._producer = Producer(
-            {
-                "bootstrap.servers": bootstrap_servers,
-                "acks": "all",
-                "enable.idempotence": True,
-                "linger.ms": 1,
-                "message.timeout.ms": int(timeout_seconds * 1000),
-                "socket.connection.setup.timeout.ms": 3000,
-                "logger": client_logger("producer"),
-            }
-        )
+        self._settings: dict[str, Any] = {
+            "bootstrap.servers": bootstrap_servers,
+            "acks": "all",
+            # Per-partition order through retries. Not the idempotent producer: its producer
+            # id does not survive a broker that forgets it (an in-memory broker restarting),
+            # and the duplicates it would prevent are absorbed by idempotent consumers anyway.
+            "enable.idempotence": False,
+            "max.in.flight.requests.per.connection": 1,
+            "linger.ms": 1,
+            "message.timeout.ms": int(timeout_seconds * 1000),
+            "socket.connection.setup.timeout.ms": 3000,
+            "logger": client_logger("producer"),
+            "error_cb": self._on_error,
+        }
+        self._fatal = False
+        self._producer = Producer(self._settings)
         self._lock = threading.Lock()
+
+    def _on_error(self, error: KafkaError) -> None:
+        if _is_fatal(error):
+            self._fatal = True
 
     def publish(self, batch: Sequence[tuple[str, CloudEvent]]) -> None:
         """Sends (topic, event) pairs in order; raises PublishError unless all were acknowledged."""
@@ -73,34 +82,53 @@ class KafkaPublisher:
         def delivered(error: KafkaError | None, message: Any) -> None:
             if error is not None:
                 failures.append(f"{message.topic()}: {error}")
+                self._fatal = self._fatal or _is_fatal(error)
 
         with self._lock:  # one batch at a time keeps each batch's delivery reports its own
-            for topic, event in batch:
-                message = events.to_kafka(event)
-                try:
-                    self._producer.produce(
-                        topic,
-                        key=message.key,
-                        value=message.value,
-                        headers=list(message.headers.items()),
-                        on_delivery=delivered,
-                    )
-                except (KafkaException, BufferError) as error:
-                    failures.append(f"{topic}: {error}")
-                    break
-                self._producer.poll(0)
-            remaining = self._producer.flush(self.timeout_seconds)
-            if remaining:
-                failures.append(f"{remaining} message(s) not acknowledged within {self.timeout_seconds}s")
-                # Drop what is still queued: the rows stay unsent and the next relay run
-                # sends them again, rather than this producer sending them behind our back.
-                self._producer.purge(in_queue=True, in_flight=False)
-                self._producer.poll(0)
+            try:
+                self._send(batch, delivered, failures)
+            except KafkaException as error:
+                failures.append(str(error))
+                self._fatal = self._fatal or _is_fatal(error.args[0])
+            if self._fatal:
+                # A producer in a fatal state refuses everything from then on: the next batch
+                # gets a fresh one.
+                log.warning("Kafka producer hit a fatal error; replacing it")
+                self._fatal = False
+                self._producer = Producer(self._settings)
         if failures:
             raise PublishError("; ".join(failures[:3]))
 
+    def _send(self, batch: Sequence[tuple[str, CloudEvent]], delivered: Any, failures: list[str]) -> None:
+        for topic, event in batch:
+            message = events.to_kafka(event)
+            try:
+                self._producer.produce(
+                    topic,
+                    key=message.key,
+                    value=message.value,
+                    headers=list(message.headers.items()),
+                    on_delivery=delivered,
+                )
+            except BufferError as error:
+                failures.append(f"{topic}: {error}")
+                break
+            self._producer.poll(0)
+        remaining = self._producer.flush(self.timeout_seconds)
+        if remaining:
+            failures.append(f"{remaining} message(s) not acknowledged within {self.timeout_seconds}s")
+            # Drop what is still queued: the rows stay unsent and the next relay run sends
+            # them again, rather than this producer sending them behind our back.
+            self._producer.purge(in_queue=True, in_flight=False)
+            self._producer.poll(0)
+
     def close(self) -> None:
         self._producer.flush(self.timeout_seconds)
+
+
+def _is_fatal(error: KafkaError) -> bool:
+    """The producer is unusable: the fatal error itself, or a later call refused because of it."""
+    return bool(error.fatal()) or error.code() == KafkaError._FATAL
 
 
 def ensure_topics(bootstrap_servers: str, topics: Iterable[str], partitions: int = 3) -> None:

@@ -1,0 +1,168 @@
+"""Failures on purpose: inventory down, Kafka down, a process killed mid-saga, a subscriber that keeps failing."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.conftest import eventually, problem_of
+from tests.e2e.conftest import Shop
+
+
+@pytest.fixture
+def inventory_down(shop: Shop) -> Iterator[None]:
+    shop.stack.suspend("inventory-reserve")
+    try:
+        yield
+    finally:
+        shop.stack.suspend("inventory-reserve", False)
+
+
+def test_inventory_down_answers_503_writes_nothing_and_the_circuit_closes_after_recovery(
+    shop: Shop, customer: Callable[..., dict[str, str]]
+) -> None:
+    sku = shop.product(units=5)
+    who = customer()
+    orders_before = shop.sql("orders", "SELECT count(*) FROM orders")
+    outbox_before = shop.sql("orders", "SELECT count(*) FROM outbox")
+    shop.stack.suspend("inventory-reserve")
+    try:
+        details = []
+        for _ in range(8):
+            refused = shop.order(who, (sku, 1))
+            assert refused.status_code == 503, refused.text
+            assert int(refused.headers["Retry-After"]) >= 1
+            details.append(problem_of(refused)["detail"])
+        # After five failures the breaker opens: later calls fail fast without trying.
+        assert "circuit open" in details[-1]
+        assert shop.sql("orders", "SELECT count(*) FROM orders") == orders_before
+        assert shop.sql("orders", "SELECT count(*) FROM outbox") == outbox_before
+    finally:
+        shop.stack.suspend("inventory-reserve", False)
+    assert shop.available(sku) == 5
+    # The breaker half-opens after its 5 s and the first successful call closes it.
+    placed = eventually(lambda: (r := shop.order(who, (sku, 1))).status_code == 201 and r, timeout=30, interval=1)
+    assert placed.json()["status"] == "PLACED"
+    assert shop.available(sku) == 4
+
+
+def test_orders_placed_while_kafka_is_down_are_all_delivered_once_it_is_back(
+    shop: Shop, customer: Callable[..., dict[str, str]]
+) -> None:
+    sku = shop.product(units=40)
+    shop.stack.kafka.stop()
+    try:
+        numbers = []
+        for _ in range(20):
+            placed = shop.order(customer(), (sku, 1))
+            assert placed.status_code == 201, placed.text
+            numbers.append(placed.json()["orderNumber"])
+        assert shop.available(sku) == 20
+        unsent = shop.sql(
+            "orders", "SELECT count(*) FROM outbox WHERE sent_at IS NULL AND partition_key = ANY(%s)", numbers
+        )
+        assert unsent == [(20,)]
+    finally:
+        shop.stack.kafka.start()
+
+    def all_mailed() -> bool:
+        # The scheduled sweep would do this within a minute; fire the PingSource now.
+        shop.fire("outbox-relay-orders")
+        return all(shop.mails_about(n) for n in numbers)
+
+    eventually(all_mailed, timeout=120, interval=2)
+    time.sleep(3)  # a duplicate would arrive right behind the first copy
+    assert all(len(shop.mails_about(n)) == 1 for n in numbers)
+    assert shop.sql(
+        "orders", "SELECT count(*) FROM outbox WHERE sent_at IS NULL AND partition_key = ANY(%s)", numbers
+    ) == [(0,)]
+
+
+def test_a_process_killed_between_reserve_and_commit_leaks_no_stock(
+    shop: Shop, customer: Callable[..., dict[str, str]]
+) -> None:
+    sku = shop.product(units=5)
+    who = customer()
+    shop.stack.set_env("order-place", SHOP_FAULTS="after-reserve")
+    try:
+        died = shop.order(who, (sku, 2))
+        assert died.status_code in (502, 503), died.text
+    finally:
+        shop.stack.set_env("order-place", SHOP_FAULTS="")
+    # The hold outlived its process: the stock is still taken, and no order exists.
+    assert shop.available(sku) == 3
+    assert shop.ingress.call("order-list", "GET", "/api/orders", headers=who).json()["totalItems"] == 0
+    shop.stack.set_env("inventory-expire", RESERVATION_TTL_SECONDS="1")
+    try:
+        time.sleep(1.5)
+        shop.fire("inventory-expire")
+    finally:
+        shop.stack.set_env("inventory-expire", RESERVATION_TTL_SECONDS="300")
+    assert shop.available(sku) == 5
+    released = shop.sql(
+        "inventory",
+        "SELECT r.status FROM reservations r JOIN reservation_lines l USING (order_number) WHERE l.sku = %s",
+        sku,
+    )
+    assert released == [("RELEASED",)]
+
+
+def test_a_failing_subscriber_is_retried_then_dead_lettered_then_replayed(
+    shop: Shop, customer: Callable[..., dict[str, str]]
+) -> None:
+    sku = shop.product(units=5)
+    # The Broker's delivery: 1 attempt + 5 retries. Make every one of them fail at the SMTP server.
+    shop.stack.smtp.fail_next(6)
+    number = shop.order(customer(), (sku, 1)).json()["orderNumber"]
+    admin = shop.people.admin()
+
+    def dead_letters() -> list[dict[str, object]]:
+        listing = shop.ingress.call("dead-letter", "GET", "/deadletters?type=com.shop.order.placed", headers=admin)
+        assert listing.status_code == 200, listing.text
+        return [d for d in listing.json()["items"] if d["subject"] == number]
+
+    dead = eventually(dead_letters, timeout=60)[0]
+    assert dead["destination"] == "http://notification-send.shop.svc.cluster.local"
+    assert dead["errorCode"] == 503 and "mail server" in str(dead["errorData"])
+    assert shop.mails_about(number) == []
+    assert shop.stack.smtp.fail_next_remaining() == 0
+    replayed = shop.ingress.call("dead-letter", "POST", f"/deadletters/{dead['id']}/replay", headers=admin)
+    assert replayed.status_code == 200, replayed.text
+    assert replayed.json()["replayStatus"] == 200
+    assert len(shop.wait_for_mail(number)) == 1
+    customer_listing = shop.ingress.call("dead-letter", "GET", "/deadletters", headers=shop.people.customer())
+    assert customer_listing.status_code == 403
+    missing = shop.ingress.call("dead-letter", "POST", f"/deadletters/{10**12}/replay", headers=admin)
+    assert missing.status_code == 404
+
+
+def test_an_event_without_a_consumer_type_is_dead_lettered_not_retried(shop: Shop) -> None:
+    """A 400 from a subscriber is final: Knative does not retry it, it dead-letters it at once."""
+    number = f"ORD-BAD-{uuid.uuid4().hex[:8].upper()}"
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-type": "com.shop.order.placed",
+        "ce-source": "/tests",
+        "ce-id": str(uuid.uuid4()),
+        "ce-subject": number,
+        "Content-Type": "application/json",
+    }
+    accepted = shop.ingress.session.post(
+        f"{shop.stack.url}/_broker/shop/shop", headers=headers, data=b'{"orderNumber": "' + number.encode() + b'"}'
+    )
+    assert accepted.status_code == 202
+    admin = shop.people.admin()
+
+    def dead() -> list[dict[str, object]]:
+        items = shop.ingress.call("dead-letter", "GET", "/deadletters", headers=admin).json()["items"]
+        return [d for d in items if d["subject"] == number]
+
+    found = eventually(lambda: len(dead()) >= 2 and dead(), timeout=30)
+    assert {d["destination"] for d in found} == {
+        "http://inventory-confirm.shop.svc.cluster.local",
+        "http://notification-send.shop.svc.cluster.local",
+    }
+    assert {d["errorCode"] for d in found} == {400}

@@ -1,0 +1,76 @@
+"""The local runtime behaves like Knative Serving: routing, scale from zero, scale to zero, min-scale."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import requests
+
+from tests.conftest import Ingress, eventually, problem_of
+
+
+def status_of(stack: Any, name: str) -> dict[str, Any]:
+    services = requests.get(f"{stack.url}/_local/services", timeout=10).json()["services"]
+    return next(s for s in services if s["name"] == name)
+
+
+def test_services_are_reached_by_host_or_by_path(stack: Any, ingress: Ingress) -> None:
+    by_host = ingress.call("product-list", "GET", "/api/products?size=1")
+    by_path = requests.get(f"{stack.url}/ksvc/product-list/api/products?size=1", timeout=30)
+    short_host = requests.get(f"{stack.url}/api/products?size=1", headers={"Host": "product-list.shop"}, timeout=30)
+    assert by_host.status_code == by_path.status_code == short_host.status_code == 200
+    assert by_host.json()["size"] == by_path.json()["size"] == 1
+
+
+def test_an_unknown_service_is_a_problem_not_a_crash(stack: Any) -> None:
+    response = requests.get(f"{stack.url}/ksvc/no-such-service/", timeout=10)
+    assert response.status_code == 404
+    assert "no-such-service" in problem_of(response)["detail"]
+
+
+def test_a_function_scales_to_zero_when_idle_and_back_on_the_next_request(stack: Any, ingress: Ingress) -> None:
+    revision = stack.revisions["product-get"]
+    original = revision.idle_seconds
+    revision.idle_seconds = 1.0
+    try:
+        assert ingress.call("product-get", "GET", "/api/products/none_such").status_code == 404
+        starts = status_of(stack, "product-get")["coldStarts"]
+        eventually(lambda: not status_of(stack, "product-get")["running"], timeout=15)
+        # The request that finds it stopped waits for a new process; it is not dropped.
+        again = ingress.call("product-get", "GET", "/api/products/none_such")
+        assert again.status_code == 404 and again.headers["Content-Type"].startswith("application/problem+json")
+        assert status_of(stack, "product-get")["coldStarts"] == starts + 1
+    finally:
+        revision.idle_seconds = original
+
+
+def test_concurrent_requests_to_a_stopped_function_share_one_cold_start(stack: Any, ingress: Ingress) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    stack.stop_service("product-list")
+    starts = status_of(stack, "product-list")["coldStarts"]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        codes = list(pool.map(lambda _: ingress.call("product-list", "GET", "/api/products").status_code, range(8)))
+    assert codes == [200] * 8
+    assert status_of(stack, "product-list")["coldStarts"] == starts + 1
+
+
+def test_min_scale_services_stay_up_through_their_idle_window(stack: Any) -> None:
+    revision = stack.revisions["inventory-reserve"]
+    original = revision.idle_seconds
+    revision.idle_seconds = 0.2
+    try:
+        time.sleep(1.5)
+        assert status_of(stack, "inventory-reserve")["running"]
+    finally:
+        revision.idle_seconds = original
+
+
+def test_a_crashed_min_scale_service_is_restarted(stack: Any) -> None:
+    import os
+    import signal
+
+    pid = status_of(stack, "dead-letter")["pid"]
+    os.killpg(pid, signal.SIGKILL)
+    eventually(lambda: (s := status_of(stack, "dead-letter"))["running"] and s["pid"] != pid, timeout=30)
