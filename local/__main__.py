@@ -56,6 +56,24 @@ def banner(stack: Stack, seeded: int) -> str:  # type: ignore[name-defined]  # n
     return "\n".join(lines)
 
 
+def token(args: argparse.Namespace) -> None:
+    """Prints an identity header as the gateway would forward it, signed with the local secret."""
+    from functions.shared import identity
+
+    secret_file = args.data_dir / "identity-secret"
+    if not secret_file.exists():
+        sys.exit(f"no {secret_file}: start the shop once first (./taskw start)")
+    roles = {"admin": {"admin", "customer"}, "customer": {"customer"}}[args.role]
+    who = identity.Identity(
+        args.subject or f"local-{args.role}",
+        args.email or f"{args.role}@example.com",
+        "Local",
+        args.role.title(),
+        frozenset(roles),
+    )
+    print(f"{identity.HEADER}: {identity.sign(who, secret_file.read_text().strip(), ttl_seconds=args.ttl)}")
+
+
 def reset(args: argparse.Namespace) -> None:
     if args.data_dir.exists():
         shutil.rmtree(args.data_dir)
@@ -71,9 +89,14 @@ def main() -> None:
     start_parser = commands.add_parser("start", help="start the whole shop (Ctrl-C stops it)")
     start_parser.add_argument("--port", type=int, default=8080, help="ingress port (default 8080)")
     commands.add_parser("reset", help="wipe local data (databases, mail, logs)")
+    token_parser = commands.add_parser("token", help="print an X-Shop-Identity header for curl")
+    token_parser.add_argument("role", choices=["customer", "admin"])
+    token_parser.add_argument("--subject", help="user id (default local-<role>)")
+    token_parser.add_argument("--email", help="email (default <role>@example.com)")
+    token_parser.add_argument("--ttl", type=int, default=3600, help="seconds the header stays valid")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
-    {"start": start, "reset": reset}[args.command](args)
+    {"start": start, "reset": reset, "token": token}[args.command](args)
 
 
 if __name__ == "__main__":

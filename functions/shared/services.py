@@ -45,7 +45,11 @@ class Reply:
 
 
 def service_host(name: str) -> str:
-    return f"{name}.{config().namespace}.svc.cluster.local"
+    return f"{name}.{config().namespace}.{service_domain()}"
+
+
+def service_domain() -> str:
+    return config().optional("SERVICE_DOMAIN", "svc.cluster.local")
 
 
 class ServiceClient:
@@ -124,7 +128,7 @@ def send(method: str, url: str, body: bytes | None, headers: Mapping[str, str], 
     parts = urlsplit(url)
     send_headers = dict(headers)
     ingress = config().optional("SERVICE_INGRESS_URL", "")
-    if ingress and parts.hostname and parts.hostname.endswith(".svc.cluster.local"):
+    if ingress and parts.hostname and parts.hostname.endswith("." + service_domain()):
         send_headers["Host"] = parts.hostname
         base = urlsplit(ingress)
         url = urlunsplit((base.scheme, base.netloc, parts.path or "/", parts.query, ""))
