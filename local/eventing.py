@@ -24,10 +24,9 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-import aiohttp
 from aiohttp import web
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent, from_http
@@ -422,7 +421,19 @@ class ConsumerLoop(threading.Thread):
 # --- the runtime ---------------------------------------------------------------------------
 
 
-Resolver = Callable[[Destination], tuple[str, dict[str, str]]]
+class Answer(Protocol):
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def body(self) -> bytes: ...
+
+
+# How the runtime reaches a destination: (destination, headers, body, timeout) -> answer.
+Sender = Callable[[Destination, dict[str, str], bytes, float], Awaitable[Answer]]
 
 
 class Eventing:
@@ -433,14 +444,12 @@ class Eventing:
         topology: Topology,
         bootstrap: str,
         loop: asyncio.AbstractEventLoop,
-        http: Callable[[], aiohttp.ClientSession],
-        resolve: Resolver,
+        send: Sender,
     ) -> None:
         self.topology = topology
         self.bootstrap = bootstrap
         self.loop = loop
-        self.http = http
-        self.resolve = resolve
+        self.send = send
         self.producer = Producer(
             {
                 "bootstrap.servers": bootstrap,
@@ -540,25 +549,30 @@ class Eventing:
         return self.topology.brokers.get(f"{namespace}/{name}")
 
     async def ingress(self, request: web.Request, namespace: str, name: str) -> web.Response:
-        broker = self.broker_for(namespace, name)
-        if broker is None:
-            return web.json_response({"detail": f"no broker {namespace}/{name}"}, status=404)
+        """The Broker's HTTP ingress: 202 once the event is stored in the broker's topic."""
         if request.method != "POST":
             return web.Response(status=405, headers={"Allow": "POST"})
+        status, text = await self.accept(namespace, name, dict(request.headers), await request.read())
+        return web.Response(status=status, text=text, headers={"Retry-After": "1"} if status == 503 else None)
+
+    async def accept(self, namespace: str, name: str, headers: Mapping[str, str], body: bytes) -> tuple[int, str]:
+        broker = self.broker_for(namespace, name)
+        if broker is None:
+            return 404, f"no broker {namespace}/{name}"
         try:
-            event = from_http(dict(request.headers), await request.read())
+            event = from_http(dict(headers), body)
             missing = [a for a in ("id", "source", "type") if not event.get(a)]
             if missing:
                 raise ValueError(f"missing {missing}")
         except Exception as error:  # noqa: BLE001 - anything unparseable is the sender's fault
-            return web.Response(status=400, text=f"not a valid CloudEvent: {error}")
+            return 400, f"not a valid CloudEvent: {error}"
         try:
             await self.produce(broker.topic, event)
         except Exception as error:  # noqa: BLE001
             log.warning("broker %s could not store an event: %s", name, error)
-            return web.Response(status=503, text="the broker could not store the event", headers={"Retry-After": "1"})
+            return 503, "the broker could not store the event"
         self.stats["received"] += 1
-        return web.Response(status=202)
+        return 202, ""
 
     async def produce(self, topic: str, event: CloudEvent) -> None:
         message = shop_events.to_kafka(event) if event.get("partitionkey") else _unkeyed(event)
@@ -594,10 +608,13 @@ class Eventing:
         return settle
 
     async def _one(self, dispatch: Callable[[Any, CloudEvent], Awaitable[None]], spec: Any, record: Message) -> None:
+        pairs = record.headers() or []
+        headers = {k: v for k, v in (pairs.items() if isinstance(pairs, dict) else pairs) if isinstance(v, bytes)}
         try:
-            pairs = record.headers() or []
-            headers = {k: v for k, v in (pairs.items() if isinstance(pairs, dict) else pairs) if isinstance(v, bytes)}
-            event = shop_events.from_kafka(headers, _as_bytes(record.key()), _as_bytes(record.value()) or b"")
+            if isinstance(spec, KafkaSource) and "ce_specversion" not in headers:
+                event = _plain_record_event(spec, record)
+            else:
+                event = shop_events.from_kafka(headers, _as_bytes(record.key()), _as_bytes(record.value()) or b"")
         except Exception as error:  # noqa: BLE001 - a record that is no CloudEvent cannot be delivered
             log.warning("%s: skipping a record that is not a CloudEvent: %s", getattr(spec, "name", "?"), error)
             self.stats["dropped"] += 1
@@ -663,20 +680,11 @@ class Eventing:
                 delay = min(delay * 2, 30)
 
     async def _post(self, event: CloudEvent, destination: Destination, timeout: float) -> Outcome:
-        url, extra = self.resolve(destination)
         headers, body = to_binary(event)
-        headers = {**headers, **extra}
-        try:
-            async with self.http().post(
-                url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
-            ) as response:
-                payload = await response.read()
-                if not 200 <= response.status < 300:
-                    return Outcome(False, response.status, payload)
-                reply = _reply(response.headers, payload)
-                return Outcome(True, response.status, payload, reply)
-        except (TimeoutError, aiohttp.ClientError) as error:
-            return Outcome(False, 0, str(error).encode())
+        answer = await self.send(destination, dict(headers), body if isinstance(body, bytes) else b"", timeout)
+        if not 200 <= answer.status < 300:
+            return Outcome(False, answer.status, answer.body)
+        return Outcome(True, answer.status, answer.body, _reply(answer.headers, answer.body))
 
     # ping sources
 
@@ -702,6 +710,21 @@ class Eventing:
 
     def ping_source(self, namespace: str, name: str) -> PingSource | None:
         return next((p for p in self.topology.ping_sources if p.namespace == namespace and p.name == name), None)
+
+
+def _plain_record_event(source: KafkaSource, record: Message) -> CloudEvent:
+    """A record without CloudEvent headers, wrapped as Knative's KafkaSource wraps it."""
+    topic, partition, offset = record.topic(), record.partition(), record.offset()
+    attributes = {
+        "type": "dev.knative.kafka.event",
+        "source": f"/apis/v1/namespaces/{source.namespace}/kafkasources/{source.name}#{topic}",
+        "subject": f"partition:{partition}#{offset}",
+        "id": f"partition:{partition}/offset:{offset}",
+    }
+    key = record.key()
+    if key:
+        attributes["key"] = key.decode(errors="replace") if isinstance(key, bytes) else key
+    return CloudEvent(attributes, record.value())
 
 
 def _as_bytes(value: str | bytes | None) -> bytes | None:

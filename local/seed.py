@@ -11,7 +11,7 @@ from functions.catalog.store import MongoProductStore
 from functions.inventory import service as inventory
 from functions.inventory.model import Restock
 from functions.inventory.store import PostgresInventoryStore
-from functions.shared import db
+from functions.shared import mongo
 
 # Each row: SKU, name, category, price, units in stock, description.
 PRODUCTS: tuple[tuple[str, str, str, str, int, str], ...] = (
@@ -51,7 +51,7 @@ PRODUCTS: tuple[tuple[str, str, str, str, int, str], ...] = (
 
 def seed_if_empty(mongodb_uri: str, inventory_url: str) -> int:
     """Loads the demo data unless the catalog already has products; returns how many it added."""
-    products = MongoProductStore(db.mongo(mongodb_uri))
+    products = MongoProductStore(mongo.client(mongodb_uri))
     if products.products.estimated_document_count() > 0:
         return 0
     stock = PostgresInventoryStore(inventory_url)

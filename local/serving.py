@@ -40,9 +40,32 @@ START_TIMEOUT_SECONDS = 30.0
 STOP_GRACE_SECONDS = 10.0
 
 
-def problem(status: int, title: str, detail: str, headers: Mapping[str, str] | None = None) -> web.Response:
+def problem_body(status: int, title: str, detail: str) -> bytes:
     body = {"type": f"/problems/{title.lower().replace(' ', '-')}", "title": title, "status": status, "detail": detail}
-    return web.Response(status=status, text=json.dumps(body), content_type="application/problem+json", headers=headers)
+    return json.dumps(body).encode()
+
+
+def problem(status: int, title: str, detail: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status,
+        body=problem_body(status, title, detail),
+        content_type="application/problem+json",
+        headers=headers,
+    )
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """A response from a revision, or the runtime's problem in its place."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    @classmethod
+    def problem(cls, status: int, title: str, detail: str, headers: Mapping[str, str] | None = None) -> Exchange:
+        content = {"Content-Type": "application/problem+json", **(headers or {})}
+        return cls(status, content, problem_body(status, title, detail))
 
 
 @dataclass
@@ -232,42 +255,53 @@ class Ingress:
         return await self.forward(revision, request, path)
 
     async def forward(self, revision: Revision, request: web.Request, path: str) -> web.StreamResponse:
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        headers["X-Forwarded-Host"] = request.host
+        headers["X-Forwarded-Proto"] = request.scheme
+        if request.remote:
+            headers["X-Forwarded-For"] = request.remote
+        answer = await self.exchange(revision, request.method, path, headers, await request.read())
+        return web.Response(status=answer.status, headers=answer.headers, body=answer.body)
+
+    async def exchange(
+        self,
+        revision: Revision,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        timeout_seconds: float | None = None,
+    ) -> Exchange:
+        """One request to a revision, starting it first if it is scaled to zero (the activator's job).
+
+        The ingress forwards client requests through here, and the event dispatchers deliver
+        through here too, so both count as traffic that keeps a revision up.
+        """
         assert self.http is not None
         if revision.suspended:
-            return problem(503, "Service unavailable", f"{revision.name} has no ready revision", {"Retry-After": "5"})
+            return Exchange.problem(
+                503, "Service unavailable", f"{revision.name} has no ready revision", {"Retry-After": "5"}
+            )
         revision.in_flight += 1
         try:
             try:
                 base = await revision.ready(self.http)
             except RuntimeError as error:
-                return problem(503, "Service unavailable", str(error), {"Retry-After": "5"})
-            headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-            headers["X-Forwarded-Host"] = request.host
-            headers["X-Forwarded-Proto"] = request.scheme
-            if request.remote:
-                headers["X-Forwarded-For"] = request.remote
-            body = await request.read()
-            timeout = aiohttp.ClientTimeout(total=revision.service.timeout_seconds)
+                return Exchange.problem(503, "Service unavailable", str(error), {"Retry-After": "5"})
+            limit = min(timeout_seconds or revision.service.timeout_seconds, revision.service.timeout_seconds)
+            timeout = aiohttp.ClientTimeout(total=limit)
             try:
                 async with self.http.request(
-                    request.method,
-                    base + path,
-                    headers=headers,
-                    data=body or None,
-                    timeout=timeout,
-                    allow_redirects=False,
+                    method, base + path, headers=headers, data=body or None, timeout=timeout, allow_redirects=False
                 ) as upstream:
                     payload = await upstream.read()
                     reply_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
-                    return web.Response(status=upstream.status, headers=reply_headers, body=payload)
+                    return Exchange(upstream.status, reply_headers, payload)
             except TimeoutError:
-                return problem(
-                    504,
-                    "Gateway timeout",
-                    f"{revision.name} did not answer within {revision.service.timeout_seconds:.0f}s",
-                )
+                detail = f"{revision.name} did not answer within {limit:.0f}s"
+                return Exchange.problem(504, "Gateway timeout", detail)
             except aiohttp.ClientError as error:
-                return problem(502, "Bad gateway", f"{revision.name} failed: {error}")
+                return Exchange.problem(502, "Bad gateway", f"{revision.name} failed: {error}")
         finally:
             revision.in_flight -= 1
             revision.last_active = time.monotonic()

@@ -18,13 +18,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import aiohttp
+import uvloop
 from aiohttp import web
 
 from functions.shared import events, kafka, migrate
 from local import manifests
 from local.eventing import BROKER_INGRESS_HOST, BROKER_PATH_PREFIX, Destination, Eventing, load
 from local.servers import EmbeddedKafka, EmbeddedMongo, EmbeddedPostgres, EmbeddedSmtp, free_port
-from local.serving import Autoscaler, Ingress, Revision, problem
+from local.serving import Autoscaler, Exchange, Ingress, Revision, problem
 
 log = logging.getLogger("local.stack")
 T = TypeVar("T")
@@ -61,7 +63,8 @@ class Stack:
         self.port = 0
         self.services = manifests.services(settings.manifest_paths)
         self.revisions: dict[str, Revision] = {}
-        self._loop = asyncio.new_event_loop()
+        # uvloop: the ingress and the event dispatchers share one loop and one core's worth of CPU.
+        self._loop = uvloop.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="local-runtime", daemon=True)
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -203,16 +206,29 @@ class Stack:
                     f"eventing/ sends to Knative Service {destination.name!r}, which knative/ does not define"
                 )
 
-    def resolve(self, destination: Destination) -> tuple[str, dict[str, str]]:
-        """Where the local runtime POSTs for a destination, and the Host header to route it."""
+    async def send(self, destination: Destination, headers: dict[str, str], body: bytes, timeout: float) -> Exchange:
+        """Delivers an event the way the cluster would reach its destination, minus the network hops
+        to this very process: a Service through its revision (starting it if needed), a Broker into
+        its topic, any other URI over HTTP."""
+        assert self.ingress is not None and self.eventing is not None
         if destination.kind == "Service":
-            return f"{self.url}/", {"Host": f"{destination.name}.{destination.namespace}.svc.cluster.local"}
+            revision = self.revisions[destination.name]
+            return await self.ingress.exchange(revision, "POST", "/", headers, body, timeout)
         if destination.kind == "Broker":
-            return f"{self.url}{BROKER_PATH_PREFIX}{destination.namespace}/{destination.name}", {}
+            status, text = await self.eventing.accept(destination.namespace, destination.name, headers, body)
+            return Exchange(status, {}, text.encode())
         parts = urlsplit(destination.uri)
-        if parts.hostname and parts.hostname.endswith(".svc.cluster.local"):
-            return f"{self.url}{parts.path or '/'}", {"Host": parts.hostname}
-        return destination.uri, {}
+        host = parts.hostname or ""
+        if host.endswith(".svc.cluster.local") and host.split(".")[0] in self.revisions:
+            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            return await self.ingress.exchange(self.revisions[host.split(".")[0]], "POST", path, headers, body, timeout)
+        try:
+            async with self._http().post(
+                destination.uri, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as response:
+                return Exchange(response.status, dict(response.headers), await response.read())
+        except (aiohttp.ClientError, TimeoutError) as error:
+            return Exchange.problem(502, "Bad gateway", f"{destination.uri}: {error}")
 
     async def _route(self, request: web.Request) -> web.StreamResponse:
         """Broker ingress by its cluster host or /_broker/<ns>/<name>; everything else to services."""
@@ -256,9 +272,7 @@ class Stack:
         autoscaler = Autoscaler(self.revisions, self._http)
         self._tasks.append(asyncio.create_task(autoscaler.run()))
         await autoscaler.start_min_scale()
-        self.eventing = Eventing(
-            self.topology, self.kafka_bootstrap, asyncio.get_running_loop(), self._http, self.resolve
-        )
+        self.eventing = Eventing(self.topology, self.kafka_bootstrap, asyncio.get_running_loop(), self.send)
         await self.eventing.start()
         await self.eventing.wait_ready()
 

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from functools import cache
+from typing import TYPE_CHECKING
 
 from functions.catalog.store import MongoProductStore
-from functions.shared import db
+from functions.catalog.view import CatalogView
+from functions.shared import mongo
 from functions.shared.config import config
-from functions.shared.kafka import KafkaPublisher
-from functions.shared.outbox import FastPathRelay, MongoOutbox
+from functions.shared.mongo_outbox import MongoOutbox
+from functions.shared.outbox import FastPathRelay
+
+if TYPE_CHECKING:
+    from functions.shared.kafka import KafkaPublisher
 
 
 def now() -> datetime:
@@ -21,8 +26,14 @@ def now() -> datetime:
 @cache
 def products() -> MongoProductStore:
     settings = config()
-    client = db.mongo(settings.required("MONGODB_URI"))
+    client = mongo.client(settings.required("MONGODB_URI"))
     return MongoProductStore(client, settings.optional("CATALOG_DATABASE", "catalog"))
+
+
+@cache
+def view() -> CatalogView:
+    """What product-get and product-list read: the catalog in memory, followed by a change stream."""
+    return CatalogView(products())
 
 
 @cache
@@ -32,6 +43,9 @@ def outbox() -> MongoOutbox:
 
 @cache
 def publisher() -> KafkaPublisher:
+    # Imported here: functions that only read never load the Kafka client.
+    from functions.shared.kafka import KafkaPublisher
+
     return KafkaPublisher(config().required("KAFKA_BOOTSTRAP_SERVERS"))
 
 

@@ -40,7 +40,7 @@ def product_update(request: flask.Request) -> flask.Response:
 def product_get(request: flask.Request) -> flask.Response:
     """GET /api/products/{sku}."""
     web.allow(request, "GET")
-    product = service.get_product(parse.sku_from_path(request.path), products=bootstrap.products())
+    product = service.get_product(parse.sku_from_path(request.path), products=bootstrap.view())
     return web.json_response(product.as_json(), headers={"ETag": product.etag})
 
 
@@ -50,9 +50,9 @@ def product_list(request: flask.Request) -> flask.Response:
     web.allow(request, "GET")
     if parse.is_legacy(request.path):
         web.query(request, ())
-        products = service.all_active_products(products=bootstrap.products())
+        products = service.all_active_products(products=bootstrap.view())
         return web.json_response([p.as_legacy_json() for p in products])
     params = web.query(request, parse.QUERY_PARAMETERS)
     query = parse.product_query(params, identity.from_headers(request.headers))
-    page = service.search_products(query, products=bootstrap.products())
+    page = service.search_products(query, products=bootstrap.view())
     return web.json_response(page.as_json())

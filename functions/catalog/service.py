@@ -14,7 +14,7 @@ from functions.catalog.model import (
     UpdateProduct,
     VersionConflict,
 )
-from functions.catalog.store import ProductStore
+from functions.catalog.store import ProductReader, ProductStore
 from functions.shared import events, problems
 
 Clock = Callable[[], datetime]
@@ -73,16 +73,16 @@ def update_product(
     return updated
 
 
-def get_product(sku: str, *, products: ProductStore) -> Product:
+def get_product(sku: str, *, products: ProductReader) -> Product:
     product = products.get(sku)
     if product is None:
         raise problems.not_found(f"no product with sku {sku!r}")
     return product
 
 
-def search_products(query: ProductQuery, *, products: ProductStore) -> ProductPage:
+def search_products(query: ProductQuery, *, products: ProductReader) -> ProductPage:
     return products.search(query)
 
 
-def all_active_products(*, products: ProductStore) -> list[Product]:
+def all_active_products(*, products: ProductReader) -> list[Product]:
     return products.all_active()

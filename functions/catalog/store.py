@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
@@ -15,23 +16,25 @@ from pymongo import ASCENDING, DESCENDING, MongoClient
 from pymongo.errors import DuplicateKeyError
 
 from functions.catalog.model import DuplicateSku, Product, ProductPage, ProductQuery, VersionConflict
-from functions.shared import outbox
+from functions.shared import mongo_outbox
 
 PRODUCTS = "products"
 
 
-class ProductStore(Protocol):
-    def insert(self, product: Product, event: CloudEvent) -> Product:
-        """Stores a new product and its event atomically; DuplicateSku if the SKU exists."""
-
-    def replace(self, product: Product, expected_version: int, event: CloudEvent) -> None:
-        """Stores a new version and its event atomically; VersionConflict if it moved on."""
-
+class ProductReader(Protocol):
     def get(self, sku: str) -> Product | None: ...
 
     def search(self, query: ProductQuery) -> ProductPage: ...
 
     def all_active(self) -> list[Product]: ...
+
+
+class ProductStore(ProductReader, Protocol):
+    def insert(self, product: Product, event: CloudEvent) -> Product:
+        """Stores a new product and its event atomically; DuplicateSku if the SKU exists."""
+
+    def replace(self, product: Product, expected_version: int, event: CloudEvent) -> None:
+        """Stores a new version and its event atomically; VersionConflict if it moved on."""
 
 
 def text_filter(query: ProductQuery) -> dict[str, Any]:
@@ -58,7 +61,7 @@ class MongoProductStore:
     def ensure_indexes(self) -> None:
         self.products.create_index("sku", unique=True)
         self.products.create_index([("category", ASCENDING), ("name", ASCENDING)])
-        outbox.ensure_document_indexes(self.database)
+        mongo_outbox.ensure_document_indexes(self.database)
 
     def insert(self, product: Product, event: CloudEvent) -> Product:
         document = _to_document(product)
@@ -66,10 +69,10 @@ class MongoProductStore:
         try:
             with self.client.start_session() as session, session.start_transaction():
                 self.products.insert_one(document, session=session)
-                outbox.add_document(self.database, session, event)
+                mongo_outbox.add_document(self.database, session, event)
         except DuplicateKeyError:
             raise DuplicateSku(product.sku) from None
-        return _from_document(document)
+        return from_document(document)
 
     def replace(self, product: Product, expected_version: int, event: CloudEvent) -> None:
         document = _to_document(product)
@@ -79,11 +82,11 @@ class MongoProductStore:
             )
             if result.matched_count != 1:
                 raise VersionConflict(product.sku)
-            outbox.add_document(self.database, session, event)
+            mongo_outbox.add_document(self.database, session, event)
 
     def get(self, sku: str) -> Product | None:
         document = self.products.find_one({"sku": sku})
-        return _from_document(document) if document else None
+        return from_document(document) if document else None
 
     def search(self, query: ProductQuery) -> ProductPage:
         conditions = text_filter(query)
@@ -96,10 +99,10 @@ class MongoProductStore:
             .skip(query.page * query.size)
             .limit(query.size)
         )
-        return ProductPage([_from_document(d) for d in cursor], query.page, query.size, total)
+        return ProductPage([from_document(d) for d in cursor], query.page, query.size, total)
 
     def all_active(self) -> list[Product]:
-        return [_from_document(d) for d in self.products.find({"active": True}).sort("sku", ASCENDING)]
+        return [from_document(d) for d in self.products.find({"active": True}).sort("sku", ASCENDING)]
 
 
 def _to_document(product: Product) -> dict[str, Any]:
@@ -117,7 +120,7 @@ def _to_document(product: Product) -> dict[str, Any]:
     }
 
 
-def _from_document(document: dict[str, Any]) -> Product:
+def from_document(document: dict[str, Any]) -> Product:
     return Product(
         id=str(document["_id"]),
         sku=document["sku"],
@@ -166,21 +169,31 @@ class InMemoryProductStore:
         return self.products.get(sku)
 
     def search(self, query: ProductQuery) -> ProductPage:
-        needle = (query.text or "").lower()
-        matches = [
-            p
-            for p in self.products.values()
-            if (query.include_inactive or p.active)
-            and (not query.category or p.category == query.category)
-            and (not needle or needle in p.name.lower() or needle in p.description.lower())
-        ]
-        field = query.sort.lstrip("-")
-        matches.sort(key=lambda p: (_sort_value(p, field), p.sku), reverse=query.sort.startswith("-"))
-        start = query.page * query.size
-        return ProductPage(matches[start : start + query.size], query.page, query.size, len(matches))
+        return search_in_memory(self.products.values(), query)
 
     def all_active(self) -> list[Product]:
-        return sorted((p for p in self.products.values() if p.active), key=lambda p: p.sku)
+        return active_in_memory(self.products.values())
+
+
+def search_in_memory(products: Iterable[Product], query: ProductQuery) -> ProductPage:
+    """The MongoDB query of MongoProductStore.search, over products held in memory."""
+    needle = (query.text or "").lower()
+    matches = [
+        p
+        for p in products
+        if (query.include_inactive or p.active)
+        and (not query.category or p.category == query.category)
+        and (not needle or needle in p.name.lower() or needle in p.description.lower())
+    ]
+    field = query.sort.lstrip("-")
+    matches.sort(key=lambda p: p.sku)  # the tie-break, ascending as in MongoDB, kept by the stable sort below
+    matches.sort(key=lambda p: _sort_value(p, field), reverse=query.sort.startswith("-"))
+    start = query.page * query.size
+    return ProductPage(matches[start : start + query.size], query.page, query.size, len(matches))
+
+
+def active_in_memory(products: Iterable[Product]) -> list[Product]:
+    return sorted((p for p in products if p.active), key=lambda p: p.sku)
 
 
 def _sort_value(product: Product, field: str) -> Decimal | str:

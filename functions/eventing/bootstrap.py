@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from functools import cache
+from typing import TYPE_CHECKING
 
 from functions.eventing.deadletters import PostgresDeadLetterStore
-from functions.shared import db
 from functions.shared.config import ConfigError, config
-from functions.shared.kafka import KafkaPublisher
-from functions.shared.outbox import MongoOutbox, PostgresOutbox
+from functions.shared.outbox import Relay
+from functions.shared.postgres_outbox import PostgresOutbox
 from functions.shared.services import Reply, send
+
+if TYPE_CHECKING:
+    from functions.shared.kafka import KafkaPublisher
 
 
 @cache
-def outbox() -> PostgresOutbox | MongoOutbox:
+def outbox() -> Relay:
     """The outbox this deployment relays: OUTBOX_STORE=postgres (DATABASE_URL) or mongodb (MONGODB_URI)."""
     settings = config()
     kind = settings.optional("OUTBOX_STORE", "postgres")
@@ -21,13 +24,19 @@ def outbox() -> PostgresOutbox | MongoOutbox:
     if kind == "postgres":
         return PostgresOutbox(settings.required("DATABASE_URL"), name)
     if kind == "mongodb":
-        database = db.mongo(settings.required("MONGODB_URI"))[settings.optional("OUTBOX_DATABASE", name)]
+        from functions.shared import mongo
+        from functions.shared.mongo_outbox import MongoOutbox
+
+        database = mongo.client(settings.required("MONGODB_URI"))[settings.optional("OUTBOX_DATABASE", name)]
         return MongoOutbox(database, name)
     raise ConfigError(f"setting OUTBOX_STORE must be postgres or mongodb, got {kind!r}")
 
 
 @cache
 def publisher() -> KafkaPublisher:
+    # Imported here: functions that only read never load the Kafka client.
+    from functions.shared.kafka import KafkaPublisher
+
     return KafkaPublisher(config().required("KAFKA_BOOTSTRAP_SERVERS"))
 
 

@@ -12,7 +12,7 @@ from cloudevents.http import CloudEvent
 from functions.eventing.deadletters import DeadLetter, DeadLetterStore, Incoming, binary_request
 from functions.shared import metrics, problems
 from functions.shared.kafka import KafkaPublisher, PublishError
-from functions.shared.outbox import MongoOutbox, PostgresOutbox
+from functions.shared.outbox import Relay
 from functions.shared.services import Reply
 
 log = logging.getLogger("shop.eventing")
@@ -26,7 +26,7 @@ class RelayReport:
     oldest_unsent_seconds: float
 
 
-def relay_outbox(outbox: PostgresOutbox | MongoOutbox, *, publisher: KafkaPublisher) -> RelayReport:
+def relay_outbox(outbox: Relay, *, publisher: KafkaPublisher) -> RelayReport:
     """The sweep: publishes every unsent row, drops sent ones past retention, reports the lag."""
     try:
         published = outbox.relay(publisher)

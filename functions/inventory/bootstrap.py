@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 from functools import cache
+from typing import TYPE_CHECKING
 
 from functions.inventory.orders import HttpOrderStates
 from functions.inventory.store import PostgresInventoryStore
 from functions.shared.config import config
-from functions.shared.kafka import KafkaPublisher
-from functions.shared.outbox import FastPathRelay, PostgresOutbox
+from functions.shared.outbox import FastPathRelay
+from functions.shared.postgres_outbox import PostgresOutbox
 from functions.shared.services import ServiceClient
+
+if TYPE_CHECKING:
+    from functions.shared.kafka import KafkaPublisher
 
 
 @cache
@@ -25,6 +29,9 @@ def outbox() -> PostgresOutbox:
 
 @cache
 def publisher() -> KafkaPublisher:
+    # Imported here: functions that only read never load the Kafka client.
+    from functions.shared.kafka import KafkaPublisher
+
     return KafkaPublisher(config().required("KAFKA_BOOTSTRAP_SERVERS"))
 
 

@@ -25,7 +25,7 @@ from functions.inventory.model import (
     StockLevel,
     UnknownSkus,
 )
-from functions.shared import db, idempotency, outbox
+from functions.shared import db, idempotency, postgres_outbox
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ class PostgresInventoryStore:
             )
             outcome = ReserveOutcome(reservation, True, after, tuple(before[s.sku] for s in after))
             for event in events_for(outcome):
-                outbox.add(conn, event)
+                postgres_outbox.add(conn, event)
             return outcome
 
     def _replay(self, conn: db.Connection, cmd: ReserveStock) -> ReserveOutcome:

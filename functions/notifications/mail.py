@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import smtplib
+import threading
+import time
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
@@ -51,9 +54,13 @@ class Mailer(Protocol):
 
 
 class SmtpMailer:
-    """SMTP_URL: smtp://[user:password@]host:port (STARTTLS when offered) or smtps:// (TLS)."""
+    """SMTP_URL: smtp://[user:password@]host:port (STARTTLS when offered) or smtps:// (TLS).
 
-    def __init__(self, url: str, sender: str, timeout: float = 10.0) -> None:
+    Each worker thread keeps its connection open between emails: connecting, greeting and
+    logging in per email would cost more than the email itself.
+    """
+
+    def __init__(self, url: str, sender: str, timeout: float = 10.0, idle_seconds: float = 30.0) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
             raise ValueError(f"SMTP_URL must look like smtp://host:port, got {url!r}")
@@ -64,8 +71,23 @@ class SmtpMailer:
         self.password = unquote(parts.password) if parts.password else None
         self.sender = sender
         self.timeout = timeout
+        self.idle_seconds = idle_seconds
+        self._local = threading.local()
 
     def send(self, email: Email) -> None:
+        message = self._message(email)
+        try:
+            self._connection().send_message(message)
+        except smtplib.SMTPServerDisconnected:
+            # The server closed an idle connection before taking anything: open a new one, once.
+            self._drop()
+            self._connection().send_message(message)
+        except (smtplib.SMTPException, OSError):
+            self._drop()
+            raise
+        self._local.last_used = time.monotonic()
+
+    def _message(self, email: Email) -> EmailMessage:
         # Headers up to RFC 5322's 998 characters stay on one line: Python's folding of a long
         # Subject leaves a leading space that some readers keep.
         message = EmailMessage(policy=SMTP_POLICY.clone(max_line_length=998))
@@ -75,12 +97,32 @@ class SmtpMailer:
         message["Date"] = formatdate(usegmt=True)
         message["Message-ID"] = email.message_id
         message.set_content(email.body)
-        smtp_class = smtplib.SMTP_SSL if self.tls else smtplib.SMTP
-        with smtp_class(self.host, self.port, timeout=self.timeout) as smtp:
+        return message
+
+    def _connection(self) -> smtplib.SMTP:
+        smtp: smtplib.SMTP | None = getattr(self._local, "smtp", None)
+        if smtp is not None and time.monotonic() - self._local.last_used > self.idle_seconds:
+            self._drop()
+            smtp = None
+        if smtp is None:
+            smtp = (
+                smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout)
+                if self.tls
+                else smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            )
             if not self.tls:
                 smtp.ehlo()
                 if smtp.has_extn("starttls"):
                     smtp.starttls()
             if self.user:
                 smtp.login(self.user, self.password or "")
-            smtp.send_message(message)
+            self._local.smtp = smtp
+            self._local.last_used = time.monotonic()
+        return smtp
+
+    def _drop(self) -> None:
+        smtp = getattr(self._local, "smtp", None)
+        self._local.smtp = None
+        if smtp is not None:
+            with contextlib.suppress(OSError):
+                smtp.close()

@@ -6,13 +6,17 @@ import secrets
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import cache
+from typing import TYPE_CHECKING
 
 from functions.orders.store import PostgresOrderStore
 from functions.orders.upstreams import HttpCatalog, HttpInventory
 from functions.shared.config import config
-from functions.shared.kafka import KafkaPublisher
-from functions.shared.outbox import FastPathRelay, PostgresOutbox
+from functions.shared.outbox import FastPathRelay
+from functions.shared.postgres_outbox import PostgresOutbox
 from functions.shared.services import ServiceClient
+
+if TYPE_CHECKING:
+    from functions.shared.kafka import KafkaPublisher
 
 
 def now() -> datetime:
@@ -36,6 +40,9 @@ def outbox() -> PostgresOutbox:
 
 @cache
 def publisher() -> KafkaPublisher:
+    # Imported here: functions that only read never load the Kafka client.
+    from functions.shared.kafka import KafkaPublisher
+
     return KafkaPublisher(config().required("KAFKA_BOOTSTRAP_SERVERS"))
 
 

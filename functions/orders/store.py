@@ -23,7 +23,7 @@ from functions.orders.model import (
     OrderStatus,
     StoredResponse,
 )
-from functions.shared import db, outbox, web
+from functions.shared import db, postgres_outbox, web
 
 # A claim with no answer after this long belongs to a request that died: it may be retried.
 ABANDONED_CLAIM = timedelta(seconds=30)
@@ -118,7 +118,7 @@ class PostgresOrderStore:
                         for i, line in enumerate(order.lines)
                     ],
                 )
-            outbox.add(conn, event)
+            postgres_outbox.add(conn, event)
             if key is not None:
                 conn.execute(
                     "UPDATE idempotency_keys SET order_number = %s, response = %s WHERE customer_id = %s AND key = %s",
@@ -179,7 +179,7 @@ class PostgresOrderStore:
                 now,
                 cmd.reason,
             )
-            outbox.add(conn, event_for(cancelled))
+            postgres_outbox.add(conn, event_for(cancelled))
             return cancelled
 
 

@@ -1,4 +1,4 @@
-"""Connections to PostgreSQL (a pool per URL) and MongoDB (a client per URI), opened on first use."""
+"""Connections to PostgreSQL: a pool per database URL, opened on first use."""
 
 from __future__ import annotations
 
@@ -6,10 +6,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import psycopg
-import pymongo
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool
 
@@ -17,7 +15,6 @@ _lock = threading.Lock()
 # Connections whose rows are dicts (column name -> value).
 Connection = psycopg.Connection[DictRow]
 _pools: dict[str, ConnectionPool[Connection]] = {}
-_mongo: dict[str, pymongo.MongoClient[Any]] = {}
 
 
 def pool(url: str, max_size: int = 8) -> ConnectionPool[Connection]:
@@ -44,22 +41,12 @@ def transaction(url: str) -> Iterator[Connection]:
         yield conn
 
 
-def mongo(uri: str) -> pymongo.MongoClient[Any]:
-    with _lock:
-        if uri not in _mongo:
-            _mongo[uri] = pymongo.MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=5000, connectTimeoutMS=3000)
-        return _mongo[uri]
-
-
 def close_all() -> None:
-    """Closes every pool and client (tests and shutdown)."""
+    """Closes every pool (tests and shutdown)."""
     with _lock:
         for p in _pools.values():
             p.close()
-        for client in _mongo.values():
-            client.close()
         _pools.clear()
-        _mongo.clear()
 
 
 def apply_schema(url: str, *schema_files: Path) -> None:

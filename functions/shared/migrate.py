@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from functions.shared import db
+from functions.shared import db, mongo
 
 FUNCTIONS_DIR = Path(__file__).resolve().parents[1]
 SHARED_SCHEMA = Path(__file__).with_name("schema.sql")
@@ -51,7 +51,7 @@ def migrate_postgres(server_url: str) -> dict[str, str]:
 def migrate_mongo(uri: str) -> None:
     from functions.catalog.store import MongoProductStore
 
-    MongoProductStore(db.mongo(uri)).ensure_indexes()
+    MongoProductStore(mongo.client(uri)).ensure_indexes()
 
 
 def main() -> None:

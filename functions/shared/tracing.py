@@ -11,27 +11,36 @@ from opentelemetry.context import Context
 _configured = False
 
 
-def configure_tracing(service: str) -> None:
-    """Installs an SDK tracer provider unless OTEL_SDK_DISABLED=true.
+def enabled() -> bool:
+    """Tracing is on when an OTLP endpoint (or a traces exporter) is configured, the standard way,
+    and OTEL_SDK_DISABLED is not true. Off, no span is made and requests pay nothing for it."""
+    if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return False
+    return bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or os.environ.get("OTEL_TRACES_EXPORTER", "none") not in ("", "none")
+    )
 
-    Spans get real ids (so logs carry them) even with no exporter; they leave the
-    process only when OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT) is set.
-    """
+
+def configure_tracing(service: str) -> bool:
+    """Installs an SDK tracer provider exporting over OTLP, when enabled(); returns whether it did."""
     global _configured
-    if _configured or os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
-        return
+    if _configured:
+        return True
+    if not enabled():
+        return False
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     name = os.environ.get("OTEL_SERVICE_NAME", service)
     provider = TracerProvider(resource=Resource.create({"service.name": name}))
-    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     _configured = True
+    return True
 
 
 def tracer(name: str) -> trace.Tracer:

@@ -38,7 +38,7 @@ def install() -> None:
     app.extensions["shop"] = True
     settings = config()
     configure_logging(settings.service, settings.optional("LOG_LEVEL", "INFO"))
-    tracing.configure_tracing(settings.service)
+    traced = tracing.configure_tracing(settings.service)
     app.wsgi_app = BodyLimit(app.wsgi_app)
     app.register_error_handler(problems.Problem, _problem_response)
     app.register_error_handler(HTTPException, _http_error_response)
@@ -47,9 +47,10 @@ def install() -> None:
     app.add_url_rule("/healthz", "shop_health", _health, methods=["GET"])
     app.before_request(_start_timer)
     app.after_request(_record)
-    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+    if traced:
+        from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
-    FlaskInstrumentor().instrument_app(app, excluded_urls="healthz,metrics")
+        FlaskInstrumentor().instrument_app(app, excluded_urls="healthz,metrics")
 
 
 class BodyLimit:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -13,8 +14,11 @@ import pytest
 from bson.decimal128 import Decimal128
 from flask.testing import FlaskClient
 
-from functions.shared import db
-from tests.conftest import People, problem_of
+from functions.catalog.model import ProductQuery
+from functions.catalog.store import MongoProductStore
+from functions.catalog.view import CatalogView
+from functions.shared import mongo as mongo_clients
+from tests.conftest import People, eventually, problem_of
 
 SOURCE = "functions/catalog/main.py"
 
@@ -31,7 +35,7 @@ def catalog(stack: Any, function_env: Callable[..., None]) -> Callable[[str], Fl
 
 @pytest.fixture
 def mongo(stack: Any) -> Any:
-    return db.mongo(stack.mongodb_uri)["catalog"]
+    return mongo_clients.client(stack.mongodb_uri)["catalog"]
 
 
 def new_sku() -> str:
@@ -263,3 +267,37 @@ def test_bad_queries_are_refused_with_a_problem(catalog: Callable[[str], FlaskCl
     response = catalog("product_list").get(f"/api/products?{query}")
     assert response.status_code == 400
     assert problem_of(response)["errors"]
+
+
+def test_the_reading_view_follows_writes_through_the_change_stream(stack: Any, mongo: Any) -> None:
+    store = MongoProductStore(mongo_clients.client(stack.mongodb_uri))
+    view = CatalogView(store)
+    view.start()
+    sku = new_sku()
+    mongo.products.insert_one(
+        {
+            "sku": sku,
+            "name": "Seen",
+            "description": "",
+            "category": "phones",
+            "price": Decimal128("5.00"),
+            "currency": "USD",
+            "active": True,
+            "version": 1,
+            "createdAt": datetime.now(UTC),
+            "updatedAt": datetime.now(UTC),
+        }
+    )
+    eventually(lambda: sku in [p.sku for p in view.all_active()], timeout=10)
+    mongo.products.update_one({"sku": sku}, {"$set": {"price": Decimal128("4.50"), "version": 2}})
+    eventually(lambda: (p := view.get(sku)) is not None and p.price == Decimal("4.50"), timeout=10)
+    mongo.products.update_one({"sku": sku}, {"$set": {"active": False, "version": 3}})
+    eventually(lambda: sku not in [p.sku for p in view.all_active()], timeout=10)
+    mongo.products.delete_one({"sku": sku})
+    eventually(
+        lambda: (
+            sku
+            not in [p.sku for p in view.search(ProductQuery(include_inactive=True, size=100, category="phones")).items]
+        ),
+        timeout=10,
+    )

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer
 
-from functions.shared import db, events, outbox
+from functions.shared import db, events, postgres_outbox
 from functions.shared.kafka import KafkaPublisher, PublishError, ensure_topics
 from local.servers import EmbeddedKafka
 
@@ -47,7 +47,9 @@ def queue(url: str, count: int) -> list[str]:
                 "currency": "USD",
                 "cancelledAt": "2026-11-24T10:00:00+00:00",
             }
-            outbox.add(conn, events.new_event(events.ORDER_CANCELLED, service="orders", subject=number, data=data))
+            postgres_outbox.add(
+                conn, events.new_event(events.ORDER_CANCELLED, service="orders", subject=number, data=data)
+            )
             numbers.append(number)
     return numbers
 
@@ -89,7 +91,7 @@ def unsent(url: str) -> int:
 
 def test_two_relays_at_once_send_every_row_exactly_once(kafka: Any, orders_url: str) -> None:
     numbers = queue(orders_url, 600)
-    store = outbox.PostgresOutbox(orders_url, "orders")
+    store = postgres_outbox.PostgresOutbox(orders_url, "orders")
     publishers = [KafkaPublisher(kafka.bootstrap_servers), KafkaPublisher(kafka.bootstrap_servers)]
     sent: list[int] = []
     threads = [threading.Thread(target=lambda p=p: sent.append(store.relay(p))) for p in publishers]
@@ -103,7 +105,7 @@ def test_two_relays_at_once_send_every_row_exactly_once(kafka: Any, orders_url: 
 
 def test_kafka_down_keeps_rows_queued_and_a_restart_sends_them(kafka: Any, orders_url: str) -> None:
     publisher = KafkaPublisher(kafka.bootstrap_servers, timeout_seconds=2)
-    store = outbox.PostgresOutbox(orders_url, "orders")
+    store = postgres_outbox.PostgresOutbox(orders_url, "orders")
     store.relay(publisher)  # the producer has talked to this broker before it goes away
     numbers = queue(orders_url, 5)
     kafka.stop()

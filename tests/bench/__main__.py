@@ -1,0 +1,368 @@
+"""`task bench`: figures from a fresh local stack. Prints numbers; asserts nothing about time.
+
+    python -m tests.bench [--seconds 10] [--only serving,reserve,cold,rss,orders,events]
+
+Every comparison is made in the same run, on the same servers, side by side: functions through
+the ingress against a trivial functions-framework function served the same way, and against
+the same SQL run raw by pgbench; event latency against raw Kafka produce-to-consume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psutil
+import requests
+from confluent_kafka import Consumer, Producer
+
+from functions.catalog.model import CreateProduct
+from functions.catalog.service import create_product
+from functions.catalog.store import MongoProductStore
+from functions.inventory.model import Restock
+from functions.inventory.service import restock
+from functions.inventory.store import PostgresInventoryStore
+from functions.shared import identity, mongo
+from functions.shared.kafka import ensure_topics
+from local import manifests
+from local.seed import seed_if_empty
+from local.stack import Stack, StackSettings
+
+HERE = Path(__file__).resolve().parent
+BENCH_SKUS = 100
+# Events before orders: the orders runs leave thousands of events in the pipeline behind them.
+SECTIONS = ("serving", "reserve", "cold", "rss", "events", "orders")
+
+
+class Bench:
+    def __init__(self, stack: Stack, seconds: float) -> None:
+        self.stack = stack
+        self.seconds = seconds
+        self.rows: list[tuple[str, str]] = []
+        secret = stack.identity_secret
+        self.customer = identity.sign(
+            identity.Identity("bench-customer", "bench@example.com", "Bench", "Mark", frozenset({"customer"})),
+            secret,
+            ttl_seconds=3600,
+        )
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def row(self, name: str, value: str) -> None:
+        self.rows.append((name, value))
+        print(f"  {name:<58} {value}", flush=True)
+
+    def load(self, url: str, connections: int, *extra: str) -> dict[str, Any]:
+        command = [
+            sys.executable,
+            "-m",
+            "tests.bench.load",
+            url,
+            "--connections",
+            str(connections),
+            "--seconds",
+            str(self.seconds),
+            *extra,
+        ]
+        return dict(json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout))
+
+    def pgbench(self, database: str, script: Path, clients: int) -> float:
+        assert self.stack.postgres is not None
+        command = [
+            str(self.stack.postgres.bin_dir / "pgbench"),
+            "-n",
+            "-c",
+            str(clients),
+            "-j",
+            "2",
+            "-T",
+            str(int(self.seconds)),
+            "-f",
+            str(script),
+            self.stack.database_urls[database],
+        ]
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        match = re.search(r"tps = ([\d.]+)", output)
+        assert match, output
+        return float(match[1])
+
+    def settle(self, quiet_seconds: float = 3, timeout: float = 120) -> None:
+        """Waits until the event pipeline is idle, so the next figures measure only their own load."""
+        last, quiet_since, deadline = None, time.monotonic(), time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.stack.eventing is not None
+            now = dict(self.stack.eventing.stats)
+            if now != last:
+                last, quiet_since = now, time.monotonic()
+            elif time.monotonic() - quiet_since >= quiet_seconds:
+                return
+            time.sleep(0.5)
+
+    def url(self, service: str, path: str) -> str:
+        return f"{self.stack.url}/ksvc/{service}{path}"
+
+    @staticmethod
+    def describe(result: dict[str, Any]) -> str:
+        errors = result["errors"] + sum(v for k, v in result["statuses"].items() if int(k) >= 500)
+        return f"{result['rps']:>8.1f} req/s  p50 {result['p50_ms']:>7.2f} ms  p99 {result['p99_ms']:>7.2f} ms" + (
+            f"  ({errors} errors)" if errors else ""
+        )
+
+    # --- data ----------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Seed data plus 100 products with ample stock, so no benchmark runs out."""
+        seed_if_empty(self.stack.mongodb_uri, self.stack.database_urls["inventory"])
+        products = MongoProductStore(mongo.client(self.stack.mongodb_uri))
+        stock = PostgresInventoryStore(self.stack.database_urls["inventory"])
+        for i in range(BENCH_SKUS):
+            sku = f"bench_{i}"
+            if products.get(sku) is None:
+                cmd = CreateProduct(sku=sku, name=f"Bench product {i}", category="bench", price=Decimal("25.00"))
+                create_product(cmd, products=products, clock=lambda: datetime.now(UTC), after_commit=lambda: None)
+            restock(Restock(sku, 100_000_000, "set", 0), inventory=stock)
+        # Publish the catalog's product.created events now and let their consumers finish.
+        requests.post(f"{self.stack.url}/_local/pingsources/shop/outbox-relay-catalog", timeout=60)
+        self.settle()
+
+    # --- sections ------------------------------------------------------------------------
+
+    def serving(self) -> None:
+        print("\nServing through the local ingress, 16 connections", flush=True)
+        hello = self.load(self.url("hello", "/"), 16)
+        get = self.load(self.url("product-get", "/api/products/iphone_15"), 16)
+        listing = self.load(self.url("product-list", "/api/products?category=phones&size=20"), 16)
+        self.row("hello (trivial functions-framework function)", self.describe(hello))
+        self.row("product-get /api/products/iphone_15", self.describe(get))
+        self.row("product-list ?category=phones&size=20", self.describe(listing))
+        self.row("product-get / hello throughput", f"{get['rps'] / hello['rps']:.0%}  (target >= 50%)")
+        self.row("product-list / hello throughput", f"{listing['rps'] / hello['rps']:.0%}")
+
+    def reserve(self) -> None:
+        print("\ninventory-reserve as order-place calls it (HTTP, 16 connections) vs the same SQL in pgbench")
+        run = secrets.token_hex(3).upper()
+        body = '{"orderNumber": "BENCH-' + run + '-{seq}", "items": [{"skuCode": "bench_{rand:100}", "quantity": 1}]}'
+        result = self.load(
+            self.url("inventory-reserve", "/reservations"),
+            16,
+            "--method",
+            "POST",
+            "--body",
+            body,
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            f"{identity.HEADER}: {self.customer}",
+        )
+        tps = self.pgbench("inventory", HERE / "sql" / "reserve.sql", 16)
+        self.row("inventory-reserve (HTTP, JSON, one line)", self.describe(result))
+        self.row("pgbench, same statements, 16 clients", f"{tps:>8.1f} tx/s")
+        self.row("reserve / raw SQL throughput", f"{result['rps'] / tps:.0%}  (target >= 20%)")
+
+    def cold(self) -> None:
+        print("\nCold start: first request to a stopped function, 10 tries")
+        timings = []
+        for _ in range(10):
+            self.stack.stop_service("product-get")
+            started = time.perf_counter()
+            response = requests.get(self.url("product-get", "/api/products/iphone_15"), timeout=60)
+            timings.append(time.perf_counter() - started)
+            assert response.status_code == 200
+        timings.sort()
+        self.row(
+            "product-get cold start",
+            f"p50 {statistics.median(timings) * 1000:.0f} ms  p99 {timings[-1] * 1000:.0f} ms  (target p50 <= 1000 ms)",
+        )
+
+    def rss(self) -> None:
+        print("\nIdle memory after the runs above (RSS per process; PSS counts pages shared by master and worker once)")
+        self.settle()
+        rss: list[float] = []
+        pss: dict[str, float] = {}
+        for name, revision in self.stack.revisions.items():
+            if revision.running and revision.process is not None:
+                master = psutil.Process(revision.process.pid)
+                processes = [master, *master.children(recursive=True)]
+                rss += [p.memory_info().rss / 2**20 for p in processes]
+                pss[name] = sum(p.memory_full_info().pss for p in processes) / 2**20
+        for name, size in sorted(pss.items(), key=lambda item: -item[1])[:3]:
+            self.row(f"{name}: master + worker PSS", f"{size:.0f} MB")
+        self.row(
+            f"function process RSS ({len(rss)} processes, {len(pss)} functions)",
+            f"median {statistics.median(rss):.0f} MB, max {max(rss):.0f} MB  (target <= 80 MB)",
+        )
+        self.row(
+            "function PSS (master + worker)",
+            f"median {statistics.median(pss.values()):.0f} MB, max {max(pss.values()):.0f} MB",
+        )
+        runtime = psutil.Process()
+        total = runtime.memory_info().rss + sum(p.memory_info().rss for p in runtime.children(recursive=True))
+        self.row("whole local stack (runtime, servers, running functions)", f"{total / 2**20:.0f} MB")
+
+    def orders(self) -> None:
+        print("\norder-place end to end (catalog price, reservation, commit) vs the same commit in pgbench")
+        self.settle()
+        body = '{"items": [{"skuCode": "bench_{rand:100}", "quantity": 1}]}'
+        results = {}
+        for connections in (8, 32):
+            results[connections] = self.load(
+                self.url("order-place", "/api/orders"),
+                connections,
+                "--method",
+                "POST",
+                "--body",
+                body,
+                "-H",
+                "Content-Type: application/json",
+                "-H",
+                f"{identity.HEADER}: {self.customer}",
+            )
+            self.row(f"order-place, {connections} connections", self.describe(results[connections]))
+        tps = self.pgbench("orders", HERE / "sql" / "place_order.sql", 32)
+        self.row("pgbench, the order transaction, 32 clients", f"{tps:>8.1f} tx/s")
+        self.row(
+            "order-place / raw SQL at 32 connections", f"{results[32]['rps'] / tps:.0%}  (target >= 10%, p99 <= 250 ms)"
+        )
+
+    def events(self) -> None:
+        print("\nEvent latency: order commit to email received, 500 orders, vs raw Kafka produce-to-consume")
+        self.settle()
+        mail_dir = self.stack.data_dir / "mail"
+        before = {p.name for p in mail_dir.glob("*.eml")}
+        command = [
+            sys.executable,
+            "-m",
+            "tests.bench.place_orders",
+            self.url("order-place", "/api/orders"),
+            "500",
+            "8",
+            '{"items": [{"skuCode": "bench_{rand:100}", "quantity": 1}]}',
+            "-H",
+            f"{identity.HEADER}: {self.customer}",
+        ]
+        placed = dict(json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout))
+        arrived = wait_for_mail(mail_dir, before, set(placed), timeout=120)
+        latencies = sorted(arrived[n] - placed[n] for n in placed if n in arrived)
+        self.row(
+            "commit -> email (notification-send over SMTP)",
+            f"p50 {percentile(latencies, 0.5):.1f} ms  p99 {percentile(latencies, 0.99):.1f} ms  "
+            f"({len(latencies)}/{len(placed)} mails; target p50 <= 100 ms, p99 <= 1000 ms)",
+        )
+        raw = kafka_latency(self.stack.kafka_bootstrap, 500)
+        self.row(
+            "raw Kafka produce -> consume, same broker",
+            f"p50 {percentile(raw, 0.5):.1f} ms  p99 {percentile(raw, 0.99):.1f} ms",
+        )
+
+
+def percentile(values: list[float], p: float) -> float:
+    return values[min(len(values) - 1, int(p * len(values)))] * 1000 if values else float("nan")
+
+
+def wait_for_mail(mail_dir: Path, before: set[str], numbers: set[str], timeout: float) -> dict[str, float]:
+    """Order number -> when its email was saved (the file name holds the UTC time)."""
+    arrived: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    pattern = re.compile(r"OrderNumber (ORD-[A-Z0-9-]+)")
+    while len(arrived) < len(numbers) and time.monotonic() < deadline:
+        for path in mail_dir.glob("*.eml"):
+            if path.name in before:
+                continue
+            before.add(path.name)
+            match = pattern.search(path.read_text(errors="replace"))
+            if match and match[1] in numbers:
+                stamp = datetime.strptime(path.name.split("-")[0], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
+                arrived[match[1]] = stamp.timestamp()
+        time.sleep(0.2)
+    return arrived
+
+
+def kafka_latency(bootstrap: str, count: int) -> list[float]:
+    topic = "bench.latency"
+    ensure_topics(bootstrap, [topic], partitions=1)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-{uuid.uuid4()}",
+            "auto.offset.reset": "latest",
+            "session.timeout.ms": 6000,
+            "fetch.wait.max.ms": 20,
+        }
+    )
+    assigned = threading.Event()
+    consumer.subscribe([topic], on_assign=lambda *_: assigned.set())
+    latencies: list[float] = []
+    marker = f"bench-{uuid.uuid4()}".encode()
+    while not assigned.is_set():
+        consumer.poll(0.1)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "acks": "all"})
+
+    def consume() -> None:
+        while len(latencies) < count:
+            message = consumer.poll(1.0)
+            if message is not None and not message.error() and message.key() == marker:
+                latencies.append(time.time() - float(message.value()))
+
+    reader = threading.Thread(target=consume, daemon=True)
+    reader.start()
+    for _ in range(count):
+        producer.produce(topic, key=marker, value=repr(time.time()).encode())
+        producer.poll(0)
+        time.sleep(0.005)
+    producer.flush(10)
+    reader.join(60)
+    consumer.close()
+    return sorted(latencies)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10, help="length of each load run")
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
+    args = parser.parse_args()
+    wanted = [s for s in SECTIONS if s in args.only.split(",")]
+    with tempfile.TemporaryDirectory(prefix="shop-bench-") as data:
+        settings = StackSettings(
+            data_dir=Path(data),
+            port=0,
+            durable=True,
+            idle_seconds=3600,
+            manifest_paths=(manifests.KNATIVE_DIR, HERE / "hello"),
+            environ={},
+        )
+        print(
+            f"machine: {psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB; "
+            f"{args.seconds:.0f} s per load run",
+            flush=True,
+        )
+        with Stack(settings) as stack:
+            bench = Bench(stack, args.seconds)
+            bench.prepare()
+            sections: dict[str, Callable[[], None]] = {
+                "serving": bench.serving,
+                "reserve": bench.reserve,
+                "cold": bench.cold,
+                "rss": bench.rss,
+                "orders": bench.orders,
+                "events": bench.events,
+            }
+            for name in wanted:
+                sections[name]()
+
+
+if __name__ == "__main__":
+    main()
