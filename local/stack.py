@@ -162,7 +162,12 @@ class Stack:
         return values
 
     def config_map_values(self) -> dict[tuple[str, str], str]:
-        return {("shop-config", "kafka.bootstrap"): self.kafka_bootstrap}
+        issuer = f"{self.url}/realms/shop"
+        return {
+            ("shop-config", "kafka.bootstrap"): self.kafka_bootstrap,
+            ("shop-config", "oidc.issuer"): issuer,
+            ("shop-config", "oidc.discovery"): f"{issuer}/.well-known/openid-configuration",
+        }
 
     def service_env(self, service: manifests.KnativeService) -> dict[str, str]:
         """The container env of a service, references resolved against local values."""

@@ -38,6 +38,7 @@ def inventory_check(request: flask.Request) -> flask.Response:
 def inventory_reserve(request: flask.Request) -> flask.Response:
     """POST /reservations {orderNumber, items}: all lines or none; the same request again answers the same."""
     web.allow(request, "POST")
+    identity.require(request.headers)
     cmd = parse.reserve_command(web.read_json(request))
     outcome = service.reserve_stock(cmd, inventory=bootstrap.inventory(), after_commit=bootstrap.after_commit)
     return web.json_response(outcome.reservation.as_json(), 201 if outcome.created else 200)
@@ -53,6 +54,7 @@ def inventory_release(request: flask.Request) -> flask.Response:
         cmd = ReleaseStock(data["orderNumber"], "order cancelled")
         service.release_stock(cmd, inventory=bootstrap.inventory(), delivery=Delivery("inventory-release", event))
         return flask.Response(status=204)
+    identity.require(request.headers)
     cmd = ReleaseStock(parse.order_number_from_release_path(request.path), "compensation")
     reservation = service.release_stock(cmd, inventory=bootstrap.inventory())
     assert reservation is not None  # no delivery: never skipped as a duplicate

@@ -326,10 +326,18 @@ def test_container_is_non_root_with_limits_and_probes(path: Path) -> None:
         assert "/tmp" in {mount["mountPath"] for mount in container.get("volumeMounts", [])}
 
 
+# The one service with a public route; everything else is reached through it.
+PUBLIC_SERVICES = {"gateway"}
+
+
 @pytest.mark.parametrize("path", SERVICE_FILES, ids=_ids(SERVICE_FILES))
-def test_service_is_cluster_local(path: Path) -> None:
-    labels = _service(path)["metadata"].get("labels", {})
-    assert labels.get("networking.knative.dev/visibility") == "cluster-local"
+def test_only_the_gateway_is_public(path: Path) -> None:
+    service = _service(path)
+    visibility = service["metadata"].get("labels", {}).get("networking.knative.dev/visibility")
+    if service["metadata"]["name"] in PUBLIC_SERVICES:
+        assert visibility is None
+    else:
+        assert visibility == "cluster-local"
 
 
 @pytest.mark.parametrize("path", SERVICE_FILES, ids=_ids(SERVICE_FILES))

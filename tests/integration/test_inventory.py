@@ -16,14 +16,17 @@ from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent
 from flask.testing import FlaskClient
 
-from functions.shared import events
+from functions.shared import events, identity
 from tests.conftest import EVENTS_DIR, People, problem_of
 
 SOURCE = "functions/inventory/main.py"
 
 
 @pytest.fixture
-def inventory(stack: Any, function_env: Callable[..., None]) -> Callable[[str], FlaskClient]:
+def inventory(stack: Any, function_env: Callable[..., None], people: People) -> Callable[[str], FlaskClient]:
+    """Test clients of inventory's functions; each request carries a forwarded identity, as
+    order-place's calls do (reserve and release refuse callers without one)."""
+    caller = people.customer("order-place-caller")[identity.HEADER]
     function_env(
         DATABASE_URL=stack.database_urls["inventory"],
         KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9",
@@ -34,7 +37,9 @@ def inventory(stack: Any, function_env: Callable[..., None]) -> Callable[[str], 
     def client(target: str) -> FlaskClient:
         if target not in apps:
             apps[target] = functions_framework.create_app(target, SOURCE)
-        return apps[target].test_client()
+        client = apps[target].test_client()
+        client.environ_base["HTTP_X_SHOP_IDENTITY"] = caller
+        return client
 
     return client
 
@@ -153,6 +158,8 @@ def test_reserve_and_release_are_idempotent_per_order_number(
     # A release that overtook its reservation leaves a tombstone: the late reserve is refused.
     early = order_number()
     assert release.post(f"/reservations/{early}/release").status_code == 200
+    anonymous = functions_framework.create_app("inventory_release", SOURCE).test_client()
+    assert anonymous.post(f"/reservations/{early}/release").status_code == 401
     late = reserve(inventory, early, (sku, 1))
     assert late.status_code == 409 and "released" in problem_of(late)["detail"]
     assert sql("SELECT available FROM stock WHERE sku = %s", sku) == [(10,)]
