@@ -22,9 +22,13 @@ async def run(args: argparse.Namespace) -> list[tuple[str, float]]:
     for n in range(args.count):
         queue.put_nowait(n)
 
+    started = time.monotonic()
+
     async def worker(session: aiohttp.ClientSession) -> None:
         while not queue.empty():
             n = queue.get_nowait()
+            if args.rate:
+                await asyncio.sleep(max(0.0, started + n / args.rate - time.monotonic()))
             async with session.post(args.url, data=render(args.body, n), headers=headers) as response:
                 body = await response.json()
                 if response.status == 201:
@@ -41,6 +45,7 @@ def main() -> None:
     parser.add_argument("count", type=int)
     parser.add_argument("connections", type=int)
     parser.add_argument("body")
+    parser.add_argument("--rate", type=float, default=0.0, help="orders started per second (default: back to back)")
     parser.add_argument("-H", "--header", action="append", default=[])
     print(json.dumps(asyncio.run(run(parser.parse_args()))))
 
