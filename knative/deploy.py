@@ -142,6 +142,8 @@ def plan(image: str | None = None) -> list[Step]:
         if "example" in path.name:
             continue
         steps += [_kubectl(d, str(path.relative_to(ROOT))) for d in _documents(path)]
+    # Keycloak and its realm (a kustomization: the realm file becomes a ConfigMap).
+    steps.append(Step(("kubectl", "apply", "-k", "knative/keycloak/"), source="knative/keycloak/kustomization.yaml"))
     for path in sorted((KNATIVE / "services").glob("*.yaml")):
         for document in _documents(path):
             metadata = document["metadata"]

@@ -25,12 +25,14 @@ from aiohttp import web
 from functions.shared import events, kafka, migrate
 from local import manifests
 from local.eventing import BROKER_INGRESS_HOST, BROKER_PATH_PREFIX, Destination, Eventing, load
+from local.issuer import Issuer
 from local.servers import EmbeddedKafka, EmbeddedMongo, EmbeddedPostgres, EmbeddedSmtp, free_port
 from local.serving import Autoscaler, Exchange, Ingress, Revision, problem
 
 log = logging.getLogger("local.stack")
 T = TypeVar("T")
 NAMESPACE = "shop"
+REALM_FILE = manifests.KNATIVE_DIR / "keycloak" / "realm-shop.json"
 
 
 @dataclass
@@ -69,6 +71,8 @@ class Stack:
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.ingress: Ingress | None = None
+        # The local OIDC issuer serving knative/keycloak's realm, unless OIDC_ISSUER names a real one.
+        self.issuer: Issuer | None = None
         self.topology = load(settings.eventing_paths)
         self.eventing: Eventing | None = None
         self._check_destinations()
@@ -83,6 +87,8 @@ class Stack:
         kafka.ensure_topics(self.kafka_bootstrap, events.TOPICS)
         self.identity_secret = self._identity_secret()
         self.port = self.settings.port or free_port()
+        if not self.settings.environ.get("OIDC_ISSUER"):
+            self.issuer = Issuer(REALM_FILE, self.data_dir / "issuer", self.url)
         self._thread.start()
         self.call(self._start_serving())
 
@@ -162,7 +168,7 @@ class Stack:
         return values
 
     def config_map_values(self) -> dict[tuple[str, str], str]:
-        issuer = f"{self.url}/realms/shop"
+        issuer = self.settings.environ.get("OIDC_ISSUER") or f"{self.url}/realms/shop"
         return {
             ("shop-config", "kafka.bootstrap"): self.kafka_bootstrap,
             ("shop-config", "oidc.issuer"): issuer,
@@ -270,6 +276,8 @@ class Stack:
         app.router.add_get("/_local/services", self._services_status)
         app.router.add_get("/_local/eventing", self._eventing_status)
         app.router.add_post("/_local/pingsources/{namespace}/{name}", self._fire_ping)
+        if self.issuer is not None:
+            app.add_routes(self.issuer.routes())  # /realms/shop/..., before the catch-all
         app.router.add_route("*", "/{tail:.*}", self._route)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
