@@ -22,7 +22,7 @@ def gateway() -> Gateway:
         audience=settings.optional("OIDC_AUDIENCE", "shop-api"),
         allowed_clients=settings.optional("OIDC_CLIENTS", "storefront,shop-services").split(","),
         discovery_url=settings.optional("OIDC_DISCOVERY_URL", "") or None,
-        refresh_seconds=settings.seconds("JWKS_REFRESH_SECONDS", 30),
+        refresh_seconds=settings.seconds("JWKS_REFRESH_SECONDS", 10),
     )
     origins = frozenset(o.strip() for o in settings.optional("CORS_ALLOWED_ORIGINS", "").split(",") if o.strip())
     return Gateway(RouteTable.load(), verifier, settings.required("IDENTITY_SECRET"), origins)

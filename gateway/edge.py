@@ -179,6 +179,8 @@ class Gateway:
             if attempt:
                 time.sleep(min(0.1 * 2 ** (attempt - 1), 1.0) * random.uniform(0.5, 1.0))
             if not breaker.allow():
+                if failure is not None:
+                    break  # the breaker opened during our retries: answer with what the upstream did
                 raise problems.unavailable(
                     f"{route.service} is failing; the gateway is not calling it for now (circuit open)",
                     breaker.retry_after(),

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from functions.shared import problems
-from functions.shared.validation import ShopValidator, load_api
+from functions.shared.validation import ShopValidator, error_order, field_error, load_api
 from gateway.routing import Route, RouteTable
 
 FUNCTIONS_DIR = Path(__file__).resolve().parents[1] / "functions"
@@ -153,10 +153,11 @@ class OperationCheck:
 
 
 def _errors(validator: Any, value: Any, where: str) -> list[problems.FieldError]:
-    return [
-        problems.FieldError(where + "".join(f"/{p}" for p in e.absolute_path) or "/", e.message)
-        for e in sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
-    ]
+    """The field names the functions give too: a JSON pointer into the body, or the parameter's name."""
+    errors = sorted(validator.iter_errors(value), key=error_order)
+    if where:  # a parameter: its name, whatever failed inside it
+        return [problems.FieldError(where, e.message) for e in errors]
+    return [field_error(e, "") for e in errors]
 
 
 @cache
@@ -172,10 +173,20 @@ def check(route: Route, method: str, params: Mapping[str, str], query: Mapping[s
         found.check(params, query, body)
 
 
+def _resolved(schema: Mapping[str, Any]) -> Mapping[str, Any]:
+    while "$ref" in schema:
+        match = SCHEMA_REF.match(schema["$ref"])
+        if match is None:
+            break
+        schema = document()["components"]["schemas"][match[1]]
+    return schema
+
+
 def _typed(schema: Mapping[str, Any], values: list[str]) -> Any:
     """Query strings as the schema's type, so the schema can judge them (a repeated scalar stays a list)."""
+    schema = _resolved(schema)
     if schema.get("type") == "array":
-        return [_scalar(schema.get("items", {}), v) for v in values]
+        return [_scalar(_resolved(schema.get("items", {})), v) for v in values]
     if len(values) > 1:
         return values
     return _scalar(schema, values[0])
@@ -183,8 +194,6 @@ def _typed(schema: Mapping[str, Any], values: list[str]) -> Any:
 
 def _scalar(schema: Mapping[str, Any], value: str) -> Any:
     kind = schema.get("type")
-    if "$ref" in schema:
-        return value
     try:
         if kind == "integer":
             return int(value)

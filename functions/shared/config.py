@@ -36,7 +36,7 @@ SETTINGS: Mapping[str, str] = {
     "MAIL_DOMAIN": "notification-send: domain of Message-IDs (default shop.example)",
     "REPLAY_TIMEOUT_SECONDS": "dead-letter: timeout of a replay (default 10)",
     "K_SERVICE": "service name (set by Knative)",
-    "SHOP_FAULTS": "fault-injection points for resilience tests (never set in production)",
+    "SHOP_FAULTS": "fault injection for resilience tests: after-reserve, delay:<seconds> (never in production)",
 }
 
 

@@ -64,20 +64,20 @@ class SchemaSet:
 
     def check(self, name: str, instance: Any, *, where: str = "") -> None:
         """Raises a 400 problem listing every violation, each with a JSON pointer."""
-        errors = sorted(self.validator(name).iter_errors(instance), key=_error_order)
+        errors = sorted(self.validator(name).iter_errors(instance), key=error_order)
         if errors:
-            raise problems.invalid([_field_error(e, where) for e in errors])
+            raise problems.invalid([field_error(e, where) for e in errors])
 
 
 def _root_of(document: Mapping[str, Any]) -> dict[str, Any]:
     return {"components": document.get("components", {})}
 
 
-def _error_order(error: jsonschema.ValidationError) -> tuple[str, str]:
+def error_order(error: jsonschema.ValidationError) -> tuple[str, str]:
     return ("/".join(str(p) for p in error.absolute_path), error.message)
 
 
-def _field_error(error: jsonschema.ValidationError, where: str) -> problems.FieldError:
+def field_error(error: jsonschema.ValidationError, where: str) -> problems.FieldError:
     path = list(error.absolute_path)
     if error.validator == "required" and isinstance(error.instance, dict):
         required: list[str] = list(error.validator_value)  # type: ignore[arg-type]

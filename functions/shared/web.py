@@ -14,7 +14,7 @@ from cloudevents import exceptions as cloud_exceptions
 from cloudevents.http import CloudEvent, from_http
 from werkzeug.exceptions import HTTPException
 
-from functions.shared import metrics, problems, tracing
+from functions.shared import faults, metrics, problems, tracing
 from functions.shared.config import config
 from functions.shared.logs import configure_logging
 
@@ -85,6 +85,7 @@ def _health() -> flask.Response:
 
 def _start_timer() -> None:
     flask.g.shop_started = time.perf_counter()
+    faults.delay()
 
 
 def _record(response: flask.Response) -> flask.Response:

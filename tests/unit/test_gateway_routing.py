@@ -90,3 +90,30 @@ def test_the_token_bucket_allows_a_burst_then_the_rate() -> None:
     assert limiter.take("someone-else", "route", policy) == 0
     time.sleep(0.11)
     assert limiter.take("client", "route", policy) == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "query", "body", "fields"),
+    [
+        ("GET", "/api/inventory", {"skuCode": ["pixel_8"], "quantity": ["5"]}, None, []),
+        ("GET", "/api/inventory", {"skuCode": ["pixel_8"], "quantity": ["0"]}, None, ["quantity"]),
+        ("GET", "/api/products", {"size": ["500"]}, None, ["size"]),
+        ("GET", "/api/products", {"sort": ["price"], "includeInactive": ["true"]}, None, []),
+        ("GET", "/api/products", {"color": ["red"]}, None, ["color"]),
+        ("POST", "/api/orders", {}, {"items": [{"skuCode": "pixel_8", "quantity": 1}]}, []),
+        ("POST", "/api/orders", {}, {"items": []}, ["/items"]),
+        ("POST", "/api/products", {}, {"name": "x", "category": "c", "price": 1}, ["/sku"]),
+    ],
+)
+def test_edge_validation_follows_the_openapi_document(
+    table: RouteTable, method: str, path: str, query: dict[str, list[str]], body: object, fields: list[str]
+) -> None:
+    from gateway import openapi
+
+    route, params = table.match(method, path)
+    if not fields:
+        openapi.check(route, method, params, query, body)
+        return
+    with pytest.raises(Problem) as caught:
+        openapi.check(route, method, params, query, body)
+    assert [e.field for e in caught.value.errors] == fields
