@@ -27,8 +27,9 @@ def test_the_merged_document_is_valid_openapi_3_1() -> None:
     validate(openapi.document("http://issuer.test/realms/shop"))
 
 
-@pytest.mark.parametrize(("path", "method", "operation"), public_operations(),
-                         ids=[f"{m} {p}" for p, m, _ in public_operations()])
+@pytest.mark.parametrize(
+    ("path", "method", "operation"), public_operations(), ids=[f"{m} {p}" for p, m, _ in public_operations()]
+)
 def test_every_public_operation_has_a_route_to_its_service(path: str, method: str, operation: dict[str, Any]) -> None:
     routes = [r for r in ROUTES.routes if r.path == path and method in r.methods]
     assert len(routes) == 1, f"{method} {path} needs exactly one route in gateway/routes.yaml"
