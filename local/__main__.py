@@ -9,8 +9,12 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from local.manifests import ROOT
+
+if TYPE_CHECKING:
+    from local.stack import Stack
 
 DATA_DIR = ROOT / ".local"
 
@@ -33,19 +37,27 @@ def start(args: argparse.Namespace) -> None:
         stack.stop()
 
 
-def banner(stack: Stack, seeded: int) -> str:  # type: ignore[name-defined]  # noqa: F821
+def banner(stack: Stack, seeded: int) -> str:
+    issuer = stack.config_map_values()[("shop-config", "oidc.issuer")]
     lines = [
         "",
         "The shop is running. Ctrl-C stops everything.",
         "",
-        f"  ingress        {stack.url}",
-        f"  a service      curl -H 'Host: product-list.shop.svc.cluster.local' {stack.url}/api/products",
+        f"  storefront     {stack.url}/",
+        f"  API            {stack.url}/api/products      (the gateway; OpenAPI at {stack.url}/openapi.json)",
+        f"  sign in        {issuer}",
+        "                 demo users: jane / jane-password and john / john-password (customers),",
+        "                             admin / admin-password (admin)",
+        f"  a token        curl -d grant_type=password -d client_id=storefront -d username=jane "
+        f"-d password=jane-password {issuer}/protocol/openid-connect/token",
+        f"  one function   curl -H 'Host: product-list.shop.svc.cluster.local' {stack.url}/api/products",
         f"                 curl {stack.url}/ksvc/product-list/api/products",
-        f"  status         {stack.url}/_local/services",
+        f"  status         {stack.url}/_local/services   {stack.url}/_local/eventing",
+        f"  mail           {stack.data_dir / 'mail'}",
         f"  data           {stack.data_dir}  ({f'seeded {seeded} demo products' if seeded else 'existing data'})",
         f"  logs           {stack.log_dir}",
         "",
-        f"  PostgreSQL     {stack.database_urls.get('inventory', '')}",
+        f"  PostgreSQL     {stack.database_urls.get('inventory', '').rsplit('/', 1)[0]}/<domain>",
         f"  MongoDB        {stack.mongodb_uri}",
         f"  Kafka          {stack.kafka_bootstrap}",
         f"  SMTP           {stack.smtp_url}",
@@ -96,6 +108,7 @@ def main() -> None:
     token_parser.add_argument("--ttl", type=int, default=3600, help="seconds the header stays valid")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd narrates every SMTP session
     {"start": start, "reset": reset, "token": token}[args.command](args)
 
 

@@ -44,7 +44,7 @@ from local.stack import Stack, StackSettings
 HERE = Path(__file__).resolve().parent
 BENCH_SKUS = 100
 # Events before orders: the orders runs leave thousands of events in the pipeline behind them.
-SECTIONS = ("serving", "reserve", "cold", "rss", "events", "orders")
+SECTIONS = ("serving", "reserve", "cold", "rss", "gateway", "events", "orders")
 
 
 class Bench:
@@ -183,6 +183,31 @@ class Bench:
         self.row("inventory-reserve (HTTP, JSON, one line)", self.describe(result))
         self.row("pgbench, same statements, 16 clients", f"{tps:>8.1f} tx/s")
         self.row("reserve / raw SQL throughput", f"{result['rps'] / tps:.0%}  (target >= 20%)")
+
+    def gateway(self) -> None:
+        print("\nGateway vs direct: GET /api/products?size=20, 16 connections (three rounds, interleaved; medians)")
+        assert self.stack.issuer is not None
+        token = self.stack.issuer.token_for("jane")["access_token"]
+        path = "/api/products?size=20"
+        variants = {
+            "direct (ingress -> product-list)": (self.url("product-list", path), []),
+            "gateway, anonymous": (f"{self.stack.url}{path}", []),
+            "gateway, with a valid token": (f"{self.stack.url}{path}", ["-H", f"Authorization: Bearer {token}"]),
+        }
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+        for _ in range(3):
+            for name, (url, extra) in variants.items():
+                runs[name].append(self.load(url, 16, *extra))
+        median = {name: sorted(results, key=lambda r: r["rps"])[1] for name, results in runs.items()}
+        direct = median["direct (ingress -> product-list)"]
+        for name, result in median.items():
+            self.row(name, self.describe(result))
+        for name in list(variants)[1:]:
+            self.row(
+                f"{name}: share of direct throughput, added p50",
+                f"{median[name]['rps'] / direct['rps']:.0%}, +{median[name]['p50_ms'] - direct['p50_ms']:.2f} ms"
+                "  (target >= 60%, <= 3 ms)",
+            )
 
     def cold(self) -> None:
         print("\nCold start: first request to a stopped function, 10 tries")
@@ -368,6 +393,7 @@ def main() -> None:
                 "reserve": bench.reserve,
                 "cold": bench.cold,
                 "rss": bench.rss,
+                "gateway": bench.gateway,
                 "orders": bench.orders,
                 "events": bench.events,
             }
