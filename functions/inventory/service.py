@@ -25,7 +25,7 @@ from functions.inventory.model import (
     UnknownSkus,
 )
 from functions.inventory.store import Delivery, InventoryStore
-from functions.shared import events, problems
+from functions.shared import events, metrics, problems
 
 SOURCE = "inventory"
 log = logging.getLogger("shop.inventory")
@@ -96,7 +96,11 @@ def reserve_stock(cmd: ReserveStock, *, inventory: InventoryStore, after_commit:
         ) from None
     except ReservationConflict as error:
         raise problems.conflict(str(error)) from None
-    if crossings(outcome):
+    if outcome.created:
+        metrics.UNITS_RESERVED.inc(sum(line.quantity for line in cmd.lines))
+    low = crossings(outcome)
+    if low:
+        metrics.LOW_STOCK_EVENTS.inc(len(low))
         after_commit()
     return outcome
 

@@ -10,7 +10,7 @@ from cloudevents.http import CloudEvent
 
 from functions.notifications.mail import Mailer, compose
 from functions.notifications.store import Claim, NotificationStore
-from functions.shared import problems
+from functions.shared import metrics, problems
 from functions.shared.logs import mask_email
 
 log = logging.getLogger("shop.notifications")
@@ -40,6 +40,7 @@ def send_notification(
         # 503: Knative retries it with backoff, then dead-letters it.
         raise problems.unavailable(f"the mail server refused or failed: {error}", retry_after=2) from None
     ledger.sent(event)
+    metrics.EMAILS_SENT.labels(event["type"]).inc()
     log.info(
         "sent %r to %s",
         email.subject,

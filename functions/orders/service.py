@@ -23,7 +23,7 @@ from functions.orders.model import (
 )
 from functions.orders.store import OrderStore
 from functions.orders.upstreams import Catalog, Inventory
-from functions.shared import events, faults, problems
+from functions.shared import events, faults, metrics, problems
 from functions.shared.identity import Identity
 from functions.shared.services import UpstreamUnavailable
 
@@ -126,6 +126,8 @@ def _place(
         _compensate(inventory, order.order_number)
         raise
     after_commit()
+    metrics.ORDERS_PLACED.inc()
+    metrics.ORDER_VALUE.labels(order.currency).observe(float(order.total))
     log.info(
         "order %s placed, total %s %s",
         order.order_number,
@@ -214,5 +216,6 @@ def cancel_order(
     if cancelled is None:
         raise problems.not_found(f"no order {cmd.order_number!r}")
     after_commit()
+    metrics.ORDERS_CANCELLED.inc()
     log.info("order %s cancelled", cmd.order_number, extra={"order_number": cmd.order_number})
     return cancelled

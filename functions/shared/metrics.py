@@ -48,6 +48,30 @@ COLD_START_DURATION = Gauge(
 )
 
 
+# --- business ---------------------------------------------------------------------------------
+
+ORDERS_PLACED = Counter("shop_orders_placed_total", "Orders committed by order-place.")
+ORDERS_CANCELLED = Counter("shop_orders_cancelled_total", "Orders cancelled by order-cancel.")
+ORDER_VALUE = Histogram(
+    "shop_order_value",
+    "Totals of placed orders, in their currency's units.",
+    ["currency"],
+    buckets=(10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
+)
+UNITS_RESERVED = Counter("shop_inventory_units_reserved_total", "Units held by new reservations.")
+LOW_STOCK_EVENTS = Counter(
+    "shop_inventory_low_stock_events_total", "com.shop.inventory.low events queued (a SKU crossed its threshold)."
+)
+EMAILS_SENT = Counter(
+    "shop_notifications_emails_sent_total", "Emails accepted by the SMTP server, by event type.", ["type"]
+)
+UPSTREAM_CIRCUIT_STATE = Gauge(
+    "shop_upstream_circuit_state",
+    "Circuit breaker of a function's calls to another service: 0 closed, 1 half-open, 2 open.",
+    ["upstream"],
+)
+
+
 def exposition() -> tuple[bytes, str]:
     """The text format body and its content type for GET /metrics."""
     return generate_latest(), CONTENT_TYPE_LATEST

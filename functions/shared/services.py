@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import urllib3
 from circuitbreaker import CircuitBreaker
 
-from functions.shared import web
+from functions.shared import metrics, web
 from functions.shared.config import config
 
 _pool = urllib3.PoolManager(num_pools=16, maxsize=32, retries=False)
@@ -72,6 +72,10 @@ class ServiceClient:
             recovery_timeout=recovery_timeout,
             expected_exception=UpstreamUnavailable,
             name=service,
+        )
+        breaker = self.breaker
+        metrics.UPSTREAM_CIRCUIT_STATE.labels(service).set_function(
+            lambda: {"closed": 0, "half_open": 1, "open": 2}[breaker.state]
         )
 
     def call(
