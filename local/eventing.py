@@ -31,12 +31,38 @@ from aiohttp import web
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent, from_http
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from opentelemetry.trace import SpanKind
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from functions.shared import events as shop_events
 from functions.shared import kafka as shop_kafka
+from functions.shared import tracing
 from local import manifests
 
 log = logging.getLogger("local.eventing")
+# The runtime's own metrics (served at /_local/metrics), apart from any function's.
+REGISTRY = CollectorRegistry()
+RECEIVED = Counter(
+    "shop_eventing_events_received_total", "Events the Broker ingress stored, by broker.", ["broker"], registry=REGISTRY
+)
+DELIVERIES = Counter(
+    "shop_eventing_deliveries_total",
+    "Events settled by a Trigger or source, by destination and outcome (delivered, dead_lettered, dropped).",
+    ["destination", "outcome"],
+    registry=REGISTRY,
+)
+RETRIES = Counter(
+    "shop_eventing_delivery_retries_total",
+    "Delivery attempts after the first, by destination.",
+    ["destination"],
+    registry=REGISTRY,
+)
+CONSUMER_LAG = Gauge(
+    "shop_eventing_consumer_lag_messages",
+    "Records not yet consumed, by consumer group and topic.",
+    ["group", "topic"],
+    registry=REGISTRY,
+)
 RETRYABLE = frozenset({404, 408, 409, 429})
 ERROR_DATA_MAX = 1024
 ISO_DURATION = re.compile(r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$")
@@ -346,6 +372,7 @@ class ConsumerLoop(threading.Thread):
         self.settle = settle
         self.stopping = threading.Event()
         self.assigned = threading.Event()
+        self._lag_measured = 0.0
         self.consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap,
@@ -369,8 +396,27 @@ class ConsumerLoop(threading.Thread):
         finally:
             self.consumer.close()
 
+    def _measure_lag(self) -> None:
+        """Records behind the end of each topic, measured between polls in this consumer's own thread."""
+        now = time.monotonic()
+        if now - self._lag_measured < 2:
+            return
+        self._lag_measured = now
+        lag: dict[str, int] = {}
+        try:
+            for partition in self.consumer.assignment():
+                _, high = self.consumer.get_watermark_offsets(partition, timeout=1, cached=True)
+                position = self.consumer.position([partition])[0].offset
+                if high >= 0 and position >= 0:
+                    lag[partition.topic] = lag.get(partition.topic, 0) + max(0, high - position)
+        except KafkaException:
+            return
+        for topic, behind in lag.items():
+            CONSUMER_LAG.labels(self.group, topic).set(behind)
+
     def _round(self) -> None:
         """Polls a batch, settles every record, commits; a failure rewinds to redeliver the batch."""
+        self._measure_lag()
         first = self.consumer.poll(0.2)
         if first is None:
             return
@@ -572,10 +618,19 @@ class Eventing:
             log.warning("broker %s could not store an event: %s", name, error)
             return 503, "the broker could not store the event"
         self.stats["received"] += 1
+        RECEIVED.labels(f"{namespace}/{name}").inc()
         return 202, ""
 
     async def produce(self, topic: str, event: CloudEvent) -> None:
-        message = shop_events.to_kafka(event) if event.get("partitionkey") else _unkeyed(event)
+        attributes = {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": topic,
+            "messaging.message.id": str(event.get("id", "")),
+        }
+        parent = tracing.parent_of(event.get("traceparent"))
+        with tracing.span(f"{topic} send", SpanKind.PRODUCER, parent=parent, attributes=attributes) as current:
+            message = shop_events.to_kafka(event, tracing.traceparent_of(current))
         done: asyncio.Future[None] = self.loop.create_future()
 
         def settle(error: KafkaError | None) -> None:
@@ -619,7 +674,17 @@ class Eventing:
             log.warning("%s: skipping a record that is not a CloudEvent: %s", getattr(spec, "name", "?"), error)
             self.stats["dropped"] += 1
             return
-        await dispatch(spec, event)
+        traceparent = headers.get("traceparent", b"").decode(errors="replace") or event.get("traceparent")
+        attributes: dict[str, str | int] = {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": record.topic() or "",
+            "messaging.kafka.offset": record.offset() or 0,
+            "messaging.message.id": str(event.get("id", "")),
+        }
+        name = f"{record.topic()} process ({getattr(spec, 'name', '?')})"
+        with tracing.span(name, SpanKind.CONSUMER, parent=tracing.parent_of(traceparent), attributes=attributes):
+            await dispatch(spec, event)
 
     async def _dispatch_trigger(self, trigger: Trigger, event: CloudEvent) -> None:
         if not trigger.matches(event):
@@ -638,6 +703,7 @@ class Eventing:
         for attempt in range(delivery.retry + 1):
             if attempt:
                 self.stats["retries"] += 1
+                RETRIES.labels(destination.logical_url).inc()
                 await asyncio.sleep(delivery.backoff(attempt))
             outcome = await self._post(event, destination, delivery.timeout)
             outcome = Outcome(outcome.delivered, outcome.status, outcome.body, outcome.reply, attempt + 1)
@@ -645,9 +711,11 @@ class Eventing:
                 break
         if outcome.delivered:
             self.stats["delivered"] += 1
+            DELIVERIES.labels(destination.logical_url, "delivered").inc()
             return outcome
         if delivery.dead_letter is None:
             self.stats["dropped"] += 1
+            DELIVERIES.labels(destination.logical_url, "dropped").inc()
             log.error(
                 "dropped %s for %s after %d attempts (status %s)",
                 event["id"],
@@ -660,6 +728,7 @@ class Eventing:
         dls = delivery.dead_letter
         await self._forever(lambda: self._post_or_raise(dead, dls, delivery.timeout), f"dead-letter of {event['id']}")
         self.stats["dead_lettered"] += 1
+        DELIVERIES.labels(destination.logical_url, "dead_lettered").inc()
         return outcome
 
     async def _post_or_raise(self, event: CloudEvent, destination: Destination, timeout: float) -> None:
@@ -681,7 +750,13 @@ class Eventing:
 
     async def _post(self, event: CloudEvent, destination: Destination, timeout: float) -> Outcome:
         headers, body = to_binary(event)
-        answer = await self.send(destination, dict(headers), body if isinstance(body, bytes) else b"", timeout)
+        with tracing.span(f"POST {destination.logical_url}", SpanKind.CLIENT) as current:
+            sent = dict(headers)
+            traceparent = tracing.traceparent_of(current)
+            if traceparent:  # the subscriber continues this delivery's span
+                sent["ce-traceparent"] = sent["traceparent"] = traceparent
+            answer = await self.send(destination, sent, body if isinstance(body, bytes) else b"", timeout)
+            current.set_attribute("http.response.status_code", answer.status)
         if not 200 <= answer.status < 300:
             return Outcome(False, answer.status, answer.body)
         return Outcome(True, answer.status, answer.body, _reply(answer.headers, answer.body))
@@ -729,12 +804,6 @@ def _plain_record_event(source: KafkaSource, record: Message) -> CloudEvent:
 
 def _as_bytes(value: str | bytes | None) -> bytes | None:
     return value.encode() if isinstance(value, str) else value
-
-
-def _unkeyed(event: CloudEvent) -> Any:
-    from cloudevents.kafka import to_binary as kafka_binary
-
-    return kafka_binary(event, key_mapper=lambda _: None)
 
 
 def _reply(headers: Mapping[str, str], payload: bytes) -> CloudEvent | None:

@@ -16,10 +16,25 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from prometheus_client import Counter, Histogram
 
+from local.eventing import REGISTRY
 from local.manifests import ROOT, KnativeService
 
 log = logging.getLogger("local.serving")
+COLD_STARTS = Counter(
+    "shop_serving_cold_starts_total",
+    "Processes started for a request or min-scale, by service.",
+    ["service"],
+    registry=REGISTRY,
+)
+COLD_START_SECONDS = Histogram(
+    "shop_serving_cold_start_seconds",
+    "From process start to ready, by service.",
+    ["service"],
+    buckets=(0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10),
+    registry=REGISTRY,
+)
 PATH_PREFIX = "/ksvc/"
 HOP_BY_HOP = frozenset(
     h.lower()
@@ -164,6 +179,8 @@ class Revision:
             await asyncio.sleep(0.02)
         self.cold_starts += 1
         self.last_cold_start_seconds = time.monotonic() - began
+        COLD_STARTS.labels(self.name).inc()
+        COLD_START_SECONDS.labels(self.name).observe(self.last_cold_start_seconds)
         self.last_active = time.monotonic()
         log.info("%s started on port %s in %.2fs", self.name, self.port, self.last_cold_start_seconds)
 

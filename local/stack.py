@@ -21,10 +21,11 @@ from urllib.parse import urlsplit
 import aiohttp
 import uvloop
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from functions.shared import events, kafka, migrate
+from functions.shared import events, kafka, migrate, tracing
 from local import manifests
-from local.eventing import BROKER_INGRESS_HOST, BROKER_PATH_PREFIX, Destination, Eventing, load
+from local.eventing import BROKER_INGRESS_HOST, BROKER_PATH_PREFIX, REGISTRY, Destination, Eventing, load
 from local.issuer import Issuer
 from local.servers import EmbeddedKafka, EmbeddedMongo, EmbeddedPostgres, EmbeddedSmtp, free_port
 from local.serving import Autoscaler, Exchange, Ingress, Revision, problem
@@ -81,6 +82,9 @@ class Stack:
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Spans of the runtime's Broker/Trigger/source work, when OTEL_* settings ask for them;
+        # the same settings reach every function through the environment it inherits.
+        tracing.configure("knative-local-runtime", self.settings.environ)
         self._start_servers()
         self.database_urls = migrate.migrate_postgres(self._postgres_server_url())
         migrate.migrate_mongo(self.mongodb_uri)
@@ -261,6 +265,10 @@ class Stack:
         outcome = await self.eventing.fire(ping)
         return web.json_response({"delivered": outcome.delivered, "status": outcome.status})
 
+    async def _metrics(self, _: web.Request) -> web.Response:
+        """The runtime's own Prometheus metrics: deliveries, retries, consumer lag, cold starts."""
+        return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
     async def _eventing_status(self, _: web.Request) -> web.Response:
         assert self.eventing is not None
         return web.json_response(self.eventing.stats)
@@ -275,6 +283,7 @@ class Stack:
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_get("/_local/services", self._services_status)
         app.router.add_get("/_local/eventing", self._eventing_status)
+        app.router.add_get("/_local/metrics", self._metrics)
         app.router.add_post("/_local/pingsources/{namespace}/{name}", self._fire_ping)
         if self.issuer is not None:
             app.add_routes(self.issuer.routes())  # /realms/shop/..., before the catch-all

@@ -36,12 +36,6 @@ RENEW_REFUSALS = {
 }
 
 
-def _managed(ref: InstanceRef) -> problems.Problem:
-    return problems.conflict(
-        f"{ref.instance_id!r} is a Knative Service's entry, kept by registry-sync: it stays while the service exists"
-    )
-
-
 def _not_found(ref: InstanceRef) -> problems.Problem:
     return problems.not_found(f"no instance {ref.instance_id!r} of {ref.app} is registered")
 
@@ -74,7 +68,9 @@ def cancel(ref: InstanceRef, *, registry: RegistryStore, clock: Clock) -> None:
     try:
         gone = registry.cancel(ref, clock())
     except ManagedInstance:
-        raise _managed(ref) from None
+        raise problems.conflict(
+            f"{ref.instance_id!r} is a Knative Service's entry, kept by registry-sync while the service exists"
+        ) from None
     if gone is None:
         raise _not_found(ref)
     log.info("cancelled %s/%s", ref.app, ref.instance_id, extra={"app": ref.app, "instance_id": ref.instance_id})

@@ -136,13 +136,19 @@ def from_structured(document: Mapping[str, Any]) -> CloudEvent:
     return CloudEvent(attributes, document.get("data"))
 
 
-def to_kafka(event: CloudEvent) -> KafkaMessage:
-    """Kafka binary binding: `ce_*` headers, JSON value, key = partitionkey."""
+def to_kafka(event: CloudEvent, traceparent: str | None = None) -> KafkaMessage:
+    """Kafka binary binding: `ce_*` headers, JSON value, key = partitionkey.
+
+    `traceparent`, when given, names the span that sends the record (the producer span),
+    which consumers continue; otherwise the event's own traceparent travels.
+    """
     message = kafka_to_binary(event)
     headers = dict(message.headers)
-    # Plain W3C header as well, for Kafka tooling that knows nothing of CloudEvents.
-    if event.get("traceparent"):
-        headers["traceparent"] = str(event["traceparent"]).encode()
+    context = traceparent or event.get("traceparent")
+    if context:
+        headers["ce_traceparent"] = str(context).encode()
+        # Plain W3C header as well, for Kafka tooling that knows nothing of CloudEvents.
+        headers["traceparent"] = str(context).encode()
     return KafkaMessage(headers=headers, key=message.key, value=message.value)
 
 

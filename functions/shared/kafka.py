@@ -12,8 +12,9 @@ from typing import Any
 from cloudevents.http import CloudEvent
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+from opentelemetry.trace import SpanKind
 
-from functions.shared import events
+from functions.shared import events, tracing
 
 log = logging.getLogger("shop.kafka")
 
@@ -101,18 +102,30 @@ class KafkaPublisher:
 
     def _send(self, batch: Sequence[tuple[str, CloudEvent]], delivered: Any, failures: list[str]) -> None:
         for topic, event in batch:
-            message = events.to_kafka(event)
-            try:
-                self._producer.produce(
-                    topic,
-                    key=message.key,
-                    value=message.value,
-                    headers=list(message.headers.items()),
-                    on_delivery=delivered,
-                )
-            except BufferError as error:
-                failures.append(f"{topic}: {error}")
-                break
+            # A span per record, in the trace of the request that wrote the event, even when
+            # the relay sends it minutes later: the outbox kept the event's traceparent.
+            attributes = {
+                "messaging.system": "kafka",
+                "messaging.operation.type": "send",
+                "messaging.destination.name": topic,
+                "messaging.message.id": str(event["id"]),
+                "messaging.kafka.message.key": str(event.get("partitionkey", "")),
+                "cloudevents.event_type": str(event["type"]),
+            }
+            parent = tracing.parent_of(event.get("traceparent"))
+            with tracing.span(f"{topic} send", SpanKind.PRODUCER, parent=parent, attributes=attributes) as current:
+                message = events.to_kafka(event, tracing.traceparent_of(current))
+                try:
+                    self._producer.produce(
+                        topic,
+                        key=message.key,
+                        value=message.value,
+                        headers=list(message.headers.items()),
+                        on_delivery=delivered,
+                    )
+                except BufferError as error:
+                    failures.append(f"{topic}: {error}")
+                    break
             self._producer.poll(0)
         remaining = self._producer.flush(self.timeout_seconds)
         if remaining:

@@ -17,8 +17,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import urllib3
 from circuitbreaker import CircuitBreaker
+from opentelemetry.trace import SpanKind
 
-from functions.shared import metrics, web
+from functions.shared import metrics, tracing, web
 from functions.shared.config import config
 
 _pool = urllib3.PoolManager(num_pools=16, maxsize=32, retries=False)
@@ -136,7 +137,12 @@ def send(method: str, url: str, body: bytes | None, headers: Mapping[str, str], 
         send_headers["Host"] = parts.hostname
         base = urlsplit(ingress)
         url = urlunsplit((base.scheme, base.netloc, parts.path or "/", parts.query, ""))
-    response = _pool.request(
-        method, url, body=body, headers=send_headers, timeout=urllib3.Timeout(total=timeout), redirect=False
-    )
+    host = parts.hostname or ""
+    attributes = {"http.request.method": method, "url.full": urlunsplit(parts), "server.address": host}
+    with tracing.span(f"{method} {host}", SpanKind.CLIENT, attributes=attributes) as current:
+        tracing.inject(send_headers)
+        response = _pool.request(
+            method, url, body=body, headers=send_headers, timeout=urllib3.Timeout(total=timeout), redirect=False
+        )
+        current.set_attribute("http.response.status_code", response.status)
     return Reply(response.status, dict(response.headers), response.data)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 from opentelemetry import context, propagate, trace
 from opentelemetry.context import Context
@@ -35,12 +36,21 @@ def configure_tracing(service: str) -> bool:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    name = os.environ.get("OTEL_SERVICE_NAME", service)
+    name = service  # one process is one service: a shared OTEL_SERVICE_NAME would merge them all
     provider = TracerProvider(resource=Resource.create({"service.name": name}))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     _configured = True
     return True
+
+
+def configure(service: str, environ: Mapping[str, str] | None = None) -> bool:
+    """configure_tracing for a process whose OTEL_* settings live in `environ` (the local runtime)."""
+    if environ is not None:
+        for name, value in environ.items():
+            if name.startswith("OTEL_"):
+                os.environ.setdefault(name, value)
+    return configure_tracing(service)
 
 
 def tracer(name: str) -> trace.Tracer:
@@ -54,14 +64,37 @@ def current_traceparent() -> str | None:
     return carrier.get("traceparent")
 
 
+def inject(headers: dict[str, str]) -> dict[str, str]:
+    """Adds the active span's traceparent (and tracestate) to outgoing headers."""
+    propagate.inject(headers)
+    return headers
+
+
 def context_from(carrier: Mapping[str, str]) -> Context:
     """A context whose parent is the span named by `traceparent` (and `tracestate`) in carrier."""
     return propagate.extract(dict(carrier))
 
 
-def attach(ctx: Context) -> object:
-    return context.attach(ctx)
+def parent_of(traceparent: object) -> Context:
+    """The context a span should start in to continue the trace `traceparent` names (if any)."""
+    return propagate.extract({"traceparent": traceparent}) if isinstance(traceparent, str) else context.get_current()
 
 
-def detach(token: object) -> None:
-    context.detach(token)  # type: ignore[arg-type]
+@contextmanager
+def span(
+    name: str,
+    kind: trace.SpanKind = trace.SpanKind.INTERNAL,
+    *,
+    parent: Context | None = None,
+    attributes: Mapping[str, str | int | float | bool] | None = None,
+) -> Iterator[trace.Span]:
+    """A span (a no-op one when tracing is off), made current while the block runs; errors are recorded."""
+    with tracer("shop").start_as_current_span(name, context=parent, kind=kind, attributes=attributes) as current:
+        yield current
+
+
+def traceparent_of(current: trace.Span) -> str | None:
+    """The traceparent naming `current`, or None for a non-recording span (tracing off)."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=trace.set_span_in_context(current))
+    return carrier.get("traceparent")

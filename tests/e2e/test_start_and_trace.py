@@ -1,0 +1,139 @@
+"""`./taskw start` as a user runs it, traced: the seeded shop serves, and one order is one trace end to end.
+
+This test starts `python -m local start` in its own process (with OTEL_EXPORTER_OTLP_ENDPOINT
+pointing at a real OTLP receiver) and talks to it only over HTTP and through its data folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from local.servers import free_port
+from tests.conftest import ROOT, eventually
+from tests.otlp_sink import OtlpSink, Span
+
+
+@pytest.fixture(scope="module")
+def sink() -> Iterator[OtlpSink]:
+    receiver = OtlpSink().start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture(scope="module")
+def shop(sink: OtlpSink, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    data = tmp_path_factory.mktemp("started-shop")
+    port = free_port()
+    env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": sink.url, "OTEL_BSP_SCHEDULE_DELAY": "200"}
+    for name in ("DATABASE_URL", "MONGODB_URI", "KAFKA_BOOTSTRAP_SERVERS", "SMTP_URL", "OIDC_ISSUER"):
+        env.pop(name, None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "local", "--data-dir", str(data), "start", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        assert process.stdout is not None
+        for line in process.stdout:
+            if "The shop is running" in line or time.monotonic() > deadline:
+                break
+        assert process.poll() is None, "the shop did not start"
+        yield f"http://127.0.0.1:{port}", data
+    finally:
+        # Ctrl-C, as a user stops it: every process it started must be gone afterwards.
+        started = psutil.Process(process.pid).children(recursive=True)
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=90)
+        _, alive = psutil.wait_procs(started, timeout=10)
+        assert not alive, f"left running after Ctrl-C: {[p.pid for p in alive]}"
+
+
+def test_the_started_shop_serves_its_seeded_catalog(shop: tuple[str, Path]) -> None:
+    url, _ = shop
+    products = requests.get(f"{url}/api/products?size=100", timeout=60).json()["items"]
+    skus = {p["sku"] for p in products}
+    assert len(products) >= 20 and len({p["category"] for p in products}) >= 4
+    assert {"iphone_15", "pixel_8", "galaxy_24", "oneplus_12"} <= skus
+    assert requests.get(f"{url}/api/inventory?skuCode=iphone_15&quantity=1", timeout=60).json() is True
+    assert requests.get(f"{url}/", timeout=60).headers["Content-Type"].startswith("text/html")
+
+
+def test_one_order_is_one_trace_from_the_gateway_to_the_email(sink: OtlpSink, shop: tuple[str, Path]) -> None:
+    url, data = shop
+    token = requests.post(
+        f"{url}/realms/shop/protocol/openid-connect/token",
+        timeout=30,
+        data={"grant_type": "password", "client_id": "storefront", "username": "jane", "password": "jane-password"},
+    )
+    trace_id, root = secrets.token_hex(16), secrets.token_hex(8)
+    placed = requests.post(
+        f"{url}/api/orders",
+        json={"items": [{"skuCode": "pixel_8", "quantity": 1}]},
+        timeout=60,
+        headers={"Authorization": f"Bearer {token.json()['access_token']}", "traceparent": f"00-{trace_id}-{root}-01"},
+    )
+    assert placed.status_code == 201, placed.text
+    number = placed.json()["orderNumber"]
+    eventually(lambda: any(number in p.read_text() for p in (data / "mail").glob("*.eml")), timeout=60)
+
+    expected = {
+        "gateway",
+        "order-place",
+        "product-get",
+        "inventory-reserve",
+        "knative-local-runtime",
+        "notification-send",
+    }
+
+    def complete() -> list[Span]:
+        spans = sink.trace(trace_id)
+        return spans if expected <= {s.service for s in spans} and any(s.name == "smtp send" for s in spans) else []
+
+    spans = eventually(complete, timeout=60, interval=0.5)
+    by_id = {s.span_id: s for s in spans}
+    for span in spans:  # every span hangs off our request or another span of this trace
+        assert span.parent_id == root or span.parent_id in by_id, (span.service, span.name)
+    names = {s.name for s in spans}
+    assert {"shop.orders send", "knative-broker-shop-shop send"} <= names
+    assert any(n.startswith("shop.orders process") for n in names)
+    # The email's span descends, link by link, from the gateway's server span.
+    chain, current = [], next(s for s in spans if s.name == "smtp send")
+    while current.parent_id in by_id:
+        chain.append(current.service)
+        current = by_id[current.parent_id]
+    chain.append(current.service)
+    assert chain[0] == "notification-send" and chain[-1] == "gateway"
+    assert {"order-place", "knative-local-runtime"} <= set(chain)
+    producer = next(s for s in spans if s.name == "shop.orders send")
+    assert producer.attributes["messaging.system"] == "kafka" and producer.kind == 4  # SPAN_KIND_PRODUCER
+
+    # The request's log lines carry its trace id, and no secret.
+    logs = {p.name: p.read_text() for p in (data / "logs").glob("*.log")}
+    traced = [
+        json.loads(line)
+        for text in logs.values()
+        for line in text.splitlines()
+        if line.startswith("{") and trace_id in line
+    ]
+    assert {"order-place", "notification-send"} <= {line["service"] for line in traced}
+    assert any(line.get("order_number") == number for line in traced)
+    everything = "\n".join(logs.values())
+    assert "Bearer " not in everything and "jane-password" not in everything
+    assert not re.search(r"\bjane@example\.com\b", everything)
