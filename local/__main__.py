@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -23,7 +24,15 @@ def start(args: argparse.Namespace) -> None:
     from local.seed import seed_if_empty
     from local.stack import Stack, StackSettings
 
-    stack = Stack(StackSettings(data_dir=args.data_dir, port=args.port))
+    environ = dict(os.environ)
+    collector = None
+    if args.traces and not environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        from local.servers import EmbeddedCollector
+
+        collector = EmbeddedCollector(log_dir=args.data_dir / "logs")
+        collector.start()
+        environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = collector.endpoint
+    stack = Stack(StackSettings(data_dir=args.data_dir, port=args.port, environ=environ))
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())
@@ -31,10 +40,15 @@ def start(args: argparse.Namespace) -> None:
         stack.start()
         added = seed_if_empty(stack.mongodb_uri, stack.database_urls["inventory"])
         print(banner(stack, added), flush=True)
+        if environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+            where = collector.log_path if collector else environ["OTEL_EXPORTER_OTLP_ENDPOINT"]
+            print(f"  traces         spans of every function and of the runtime go to {where}\n", flush=True)
         stopping.wait()
         print("\nstopping ...", flush=True)
     finally:
         stack.stop()
+        if collector is not None:
+            collector.stop()
 
 
 def banner(stack: Stack, seeded: int) -> str:
@@ -100,6 +114,11 @@ def main() -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     start_parser = commands.add_parser("start", help="start the whole shop (Ctrl-C stops it)")
     start_parser.add_argument("--port", type=int, default=8080, help="ingress port (default 8080)")
+    start_parser.add_argument(
+        "--traces",
+        action="store_true",
+        help="run a local OpenTelemetry collector (rotel) and trace every request into .local/logs/traces.log",
+    )
     commands.add_parser("reset", help="wipe local data (databases, mail, logs)")
     token_parser = commands.add_parser("token", help="print an X-Shop-Identity header for curl")
     token_parser.add_argument("role", choices=["customer", "admin"])
