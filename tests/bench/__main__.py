@@ -39,12 +39,13 @@ from functions.shared import identity, mongo
 from functions.shared.kafka import ensure_topics
 from local import manifests
 from local.seed import seed_if_empty
+from local.servers import EmbeddedCollector
 from local.stack import Stack, StackSettings
 
 HERE = Path(__file__).resolve().parent
 BENCH_SKUS = 100
 # Events before orders: the orders runs leave thousands of events in the pipeline behind them.
-SECTIONS = ("serving", "reserve", "cold", "rss", "gateway", "events", "orders")
+SECTIONS = ("serving", "reserve", "cold", "rss", "gateway", "events", "orders", "tracing")
 
 
 class Bench:
@@ -308,6 +309,39 @@ class Bench:
             f"({len(latencies)}/{len(placed)} mails; target p50 <= 100, p99 <= 1000 ms)"
         )
 
+    def tracing(self) -> None:
+        print("\norder-place with tracing on (spans to a local rotel collector) vs off, 16 connections, interleaved")
+        traced = ("order-place", "product-get", "inventory-reserve")
+        body = '{"items": [{"skuCode": "bench_{rand:100}", "quantity": 1}]}'
+        with EmbeddedCollector(log_dir=self.stack.log_dir) as collector:
+            runs: dict[str, list[float]] = {"off": [], "on": []}
+            for _ in range(2):
+                for mode in ("off", "on"):
+                    endpoint = collector.endpoint if mode == "on" else ""
+                    for service in traced:
+                        self.stack.set_env(service, OTEL_EXPORTER_OTLP_ENDPOINT=endpoint)
+                    self.settle()
+                    result = self.load(
+                        self.url("order-place", "/api/orders"),
+                        16,
+                        "--method",
+                        "POST",
+                        "--body",
+                        body,
+                        "-H",
+                        "Content-Type: application/json",
+                        "-H",
+                        f"{identity.HEADER}: {self.customer}",
+                    )
+                    runs[mode].append(result["rps"])
+                    self.row(f"order-place, tracing {mode}", self.describe(result))
+            for service in traced:
+                self.stack.set_env(service, OTEL_EXPORTER_OTLP_ENDPOINT="")
+        self.row(
+            "tracing on / off throughput",
+            f"{statistics.mean(runs['on']) / statistics.mean(runs['off']):.0%}  (target >= 85%)",
+        )
+
 
 def percentile(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(p * len(values)))] * 1000 if values else float("nan")
@@ -396,6 +430,7 @@ def main() -> None:
                 "gateway": bench.gateway,
                 "orders": bench.orders,
                 "events": bench.events,
+                "tracing": bench.tracing,
             }
             for name in wanted:
                 sections[name]()

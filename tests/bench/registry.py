@@ -110,6 +110,9 @@ def run(base_url: str, print_row: Callable[[str, str], None]) -> None:
     def cancel(app: str, instance_id: str) -> Callable[[], requests.Response]:
         return lambda: _session().delete(f"{eureka}/apps/{app}/{instance_id}", timeout=60)
 
+    # The same path answering nothing (GET /healthz): the ceiling the figures below sit under.
+    health = [lambda: _session().get(f"{eureka.removesuffix('/eureka')}/healthz", timeout=60)] * INSTANCES
+    print_row("registry: GET /healthz, for scale", _rate("requests", *_timed(health, 200)))
     try:
         elapsed, done, failed = _timed((register(a, i, p) for a, i, p in instances), 204)
         print_row(
