@@ -384,10 +384,11 @@ class EmbeddedCollector(_ServerProcess):
 
     name = "traces"
 
-    def __init__(self, port: int | None = None, log_dir: Path | None = None) -> None:
+    def __init__(self, port: int | None = None, log_dir: Path | None = None, *, print_spans: bool = True) -> None:
         super().__init__(port, log_dir)
         self.grpc_port = free_port()
         self.endpoint = f"http://{HOST}:{self.port}"
+        self.print_spans = print_spans
 
     def _command(self) -> list[str]:
         import rotel
@@ -398,7 +399,7 @@ class EmbeddedCollector(_ServerProcess):
             "--otlp-http-endpoint", f"{HOST}:{self.port}",
             "--otlp-grpc-endpoint", f"{HOST}:{self.grpc_port}",
             "--exporter", os.environ.get("ROTEL_EXPORTER", "blackhole"),
-            "--debug-log", "traces",
+            "--debug-log", "traces" if self.print_spans else "none",
             "--debug-log-verbosity", "detailed",
         ]  # fmt: skip
 

@@ -313,7 +313,7 @@ class Bench:
         print("\norder-place with tracing on (spans to a local rotel collector) vs off, 16 connections, interleaved")
         traced = ("order-place", "product-get", "inventory-reserve")
         body = '{"items": [{"skuCode": "bench_{rand:100}", "quantity": 1}]}'
-        with EmbeddedCollector(log_dir=self.stack.log_dir) as collector:
+        with EmbeddedCollector(log_dir=self.stack.log_dir, print_spans=False) as collector:
             runs: dict[str, list[float]] = {"off": [], "on": []}
             for _ in range(2):
                 for mode in ("off", "on"):
