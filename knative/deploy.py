@@ -145,7 +145,13 @@ def plan(image: str | None = None) -> list[Step]:
     # Keycloak and its realm (a kustomization: the realm file becomes a ConfigMap).
     steps.append(Step(("kubectl", "apply", "-k", "knative/keycloak/"), source="knative/keycloak/kustomization.yaml"))
     for path in sorted((KNATIVE / "services").glob("*.yaml")):
-        for document in _documents(path):
+        documents = list(_documents(path))
+        # What a service runs as (ServiceAccount, Role, RoleBinding) goes first: its pods need it.
+        steps += [_kubectl(d, str(path.relative_to(ROOT))) for d in documents if d["kind"] != "Service"]
+        for document in documents:
+            if document["kind"] != "Service":
+                continue
+            # kn reads only the file's first document: the Service comes first in every file.
             metadata = document["metadata"]
             argv = [
                 "kn",

@@ -33,6 +33,8 @@ from local.serving import Autoscaler, Exchange, Ingress, Revision, problem
 log = logging.getLogger("local.stack")
 T = TypeVar("T")
 NAMESPACE = "shop"
+# Where the runtime answers the few Kubernetes API calls functions make (registry-sync's list).
+KUBERNETES_API_PREFIX = "/_local/kubernetes"
 REALM_FILE = manifests.KNATIVE_DIR / "keycloak" / "realm-shop.json"
 
 
@@ -198,6 +200,8 @@ class Stack:
                 env[var.name] = var.value or ""
         env["SERVICE_INGRESS_URL"] = self.url
         env["SHOP_NAMESPACE"] = service.namespace
+        # registry-sync lists Knative Services from the Kubernetes API; here, from the runtime's stand-in.
+        env["KUBERNETES_API_URL"] = f"{self.url}{KUBERNETES_API_PREFIX}"
         return env
 
     # --- serving ------------------------------------------------------------------------
@@ -269,6 +273,32 @@ class Stack:
         """The runtime's own Prometheus metrics: deliveries, retries, consumer lag, cold starts."""
         return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    async def _knative_services(self, request: web.Request) -> web.Response:
+        """The Kubernetes API's Knative ServiceList for a namespace: the services read from knative/,
+        each at its cluster-local URL, Ready unless suspended (one page: no `continue`)."""
+        namespace = request.match_info["namespace"]
+        items = []
+        for name, service in sorted(self.services.items()):
+            if service.namespace != namespace:
+                continue
+            url = f"http://{self.service_host(name)}"
+            ready = "False" if self.revisions[name].suspended else "True"
+            items.append(
+                {
+                    "apiVersion": "serving.knative.dev/v1",
+                    "kind": "Service",
+                    "metadata": {"name": name, "namespace": namespace, "labels": dict(service.labels)},
+                    "status": {
+                        "url": url,
+                        "address": {"url": url},
+                        "conditions": [{"type": "Ready", "status": ready}],
+                    },
+                }
+            )
+        return web.json_response(
+            {"apiVersion": "serving.knative.dev/v1", "kind": "ServiceList", "metadata": {}, "items": items}
+        )
+
     async def _eventing_status(self, _: web.Request) -> web.Response:
         assert self.eventing is not None
         return web.json_response(self.eventing.stats)
@@ -285,6 +315,10 @@ class Stack:
         app.router.add_get("/_local/eventing", self._eventing_status)
         app.router.add_get("/_local/metrics", self._metrics)
         app.router.add_post("/_local/pingsources/{namespace}/{name}", self._fire_ping)
+        app.router.add_get(
+            KUBERNETES_API_PREFIX + "/apis/serving.knative.dev/v1/namespaces/{namespace}/services",
+            self._knative_services,
+        )
         if self.issuer is not None:
             app.add_routes(self.issuer.routes())  # /realms/shop/..., before the catch-all
         app.router.add_route("*", "/{tail:.*}", self._route)

@@ -271,7 +271,7 @@ def registered(existing: Instance | None, cmd: Register, now_ms: int) -> Instanc
     dirty = cmd.last_dirty_ms if cmd.last_dirty_ms is not None else now_ms
     info, reported = cmd.info, cmd.status
     if existing is not None and existing.last_dirty_ms > dirty:
-        info, dirty = existing.info, existing.last_dirty_ms
+        info, reported, dirty = existing.info, existing.status, existing.last_dirty_ms
     override = Status.UNKNOWN
     if existing is not None and existing.overridden_status is not Status.UNKNOWN:
         override = existing.overridden_status

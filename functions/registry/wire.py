@@ -192,7 +192,7 @@ def xml_document(raw: bytes) -> dict[str, Any]:
         raise problems.invalid_field("/", f"the body is not well-formed XML: {error}") from None
     except DefusedXmlException as error:
         raise problems.invalid_field("/", f"the XML body is refused: {type(error).__name__}") from None
-    return {_local(root.tag): _from_xml(root, "")}
+    return {_local(root.tag): _from_xml(root, "/" + _local(root.tag))}
 
 
 def _from_xml(element: ET.Element, pointer: str) -> Any:

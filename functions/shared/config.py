@@ -40,6 +40,9 @@ SETTINGS: Mapping[str, str] = {
     "OPERATIONS_EMAIL": "notification-send: where low-stock mails go",
     "MAIL_DOMAIN": "notification-send: domain of Message-IDs (default shop.example)",
     "REPLAY_TIMEOUT_SECONDS": "dead-letter: timeout of a replay (default 10)",
+    "LEASE_DURATION_SECONDS": "registry: lease of an instance that gives no leaseInfo.durationInSecs (default 90)",
+    "DELTA_RETENTION_SECONDS": "registry: how far back GET /eureka/apps/delta reaches (default 180)",
+    "KUBERNETES_API_URL": "registry-sync: Kubernetes API server (default https://kubernetes.default.svc)",
     "K_SERVICE": "service name (set by Knative)",
     "SHOP_FAULTS": "fault injection for resilience tests: after-reserve, delay:<seconds> (never in production)",
 }

@@ -59,3 +59,10 @@ def test_what_kn_cannot_express_is_applied_with_kubectl() -> None:
     assert ("Namespace", "shop") in kinds and ("KafkaTopic", "shop.orders") in kinds
     assert ("Trigger", "shop-events-to-notification-send") in kinds  # the `filters` dialect
     assert not any(d["kind"] == "Secret" for d in piped)
+
+
+def test_the_rbac_beside_a_service_is_applied_before_kn_creates_it() -> None:
+    source = "knative/services/registry-sync.yaml"
+    steps = [s for s in deploy.plan() if s.source == source]
+    kinds = [yaml.safe_load(s.stdin)["kind"] if s.stdin else s.argv[:3] for s in steps]
+    assert kinds == ["ServiceAccount", "Role", "RoleBinding", ("kn", "service", "create")]

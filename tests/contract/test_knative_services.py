@@ -29,6 +29,12 @@ SERVICE_KIND = ("serving.knative.dev/v1", "Service")
 DECORATORS = {"http": "http", "cloudevent": "cloud_event"}
 # Knative's webhook rejects these in a user container: it sets them itself.
 RESERVED_ENV = {"PORT", "K_SERVICE", "K_CONFIGURATION", "K_REVISION"}
+# What a service file may hold beside its Knative Service: the identity it runs as (registry-sync).
+RBAC_KINDS = {
+    ("v1", "ServiceAccount"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+}
 
 
 def _ids(paths: list[Path]) -> list[str]:
@@ -41,12 +47,20 @@ def _documents(path: Path) -> list[crd.Document]:
 
 
 def _service(path: Path) -> crd.Document:
-    """The one Knative Service a file under knative/services/ holds."""
+    """The one Knative Service a file under knative/services/ holds (beside, at most, the RBAC it runs with)."""
     documents = _documents(path)
-    assert len(documents) == 1, f"{path.name}: expected one document, found {len(documents)}"
-    service = documents[0]
-    assert (service.get("apiVersion"), service.get("kind")) == SERVICE_KIND, f"{path.name}: not a Knative Service"
-    return service
+    services = [d for d in documents if (d.get("apiVersion"), d.get("kind")) == SERVICE_KIND]
+    assert len(services) == 1, f"{path.name}: expected one Knative Service, found {len(services)}"
+    # `kn service create -f` (knative/deploy.py) reads a file's first document only.
+    assert documents[0] is services[0], f"{path.name}: the Knative Service must be the first document"
+    others = {(d.get("apiVersion"), d.get("kind")) for d in documents if d is not services[0]}
+    assert others <= RBAC_KINDS, f"{path.name}: only RBAC objects may sit beside the service, found {others}"
+    return services[0]
+
+
+def _rbac(path: Path) -> dict[str, crd.Document]:
+    """Kind -> the RBAC object of that kind in a service file."""
+    return {d["kind"]: d for d in _documents(path) if (d.get("apiVersion"), d.get("kind")) in RBAC_KINDS}
 
 
 def _container(service: crd.Document) -> dict[str, Any]:
@@ -406,3 +420,34 @@ def test_kustomize_build_renders_every_service(tmp_path: Path) -> None:
     documents = [doc for doc in yaml.safe_load_all(rendered.stdout) if doc]
     services = {doc["metadata"]["name"] for doc in documents if (doc["apiVersion"], doc["kind"]) == SERVICE_KIND}
     assert services == {path.stem for path in SERVICE_FILES}
+
+
+@pytest.mark.parametrize("path", SERVICE_FILES, ids=_ids(SERVICE_FILES))
+def test_a_service_account_is_declared_with_its_service_and_bound_to_a_namespaced_role(path: Path) -> None:
+    service = _service(path)
+    account = service["spec"]["template"]["spec"].get("serviceAccountName")
+    rbac = _rbac(path)
+    if account is None:
+        assert not rbac, f"{path.name}: RBAC objects for a service that does not run as their account"
+        return
+    namespace = service["metadata"]["namespace"]
+    assert set(rbac) == {"ServiceAccount", "Role", "RoleBinding"}, f"{path.name}: {sorted(rbac)}"
+    assert all(d["metadata"]["namespace"] == namespace for d in rbac.values())
+    assert rbac["ServiceAccount"]["metadata"]["name"] == account
+    binding = rbac["RoleBinding"]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": rbac["Role"]["metadata"]["name"],
+    }
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": namespace}]
+    # Read-only: nothing in the shop writes to the Kubernetes API.
+    for rule in rbac["Role"]["rules"]:
+        assert set(rule["verbs"]) <= {"get", "list", "watch"}, rule
+
+
+def test_registry_sync_may_list_knative_services_and_nothing_else() -> None:
+    rbac = _rbac(KNATIVE / "services" / "registry-sync.yaml")
+    assert rbac["Role"]["rules"] == [
+        {"apiGroups": ["serving.knative.dev"], "resources": ["services"], "verbs": ["list"]}
+    ]
