@@ -5,9 +5,11 @@ from __future__ import annotations
 from functools import cache
 
 from functions.shared.config import config
+from functions.shared.services import service_host
 from gateway.auth import JwtVerifier
 from gateway.edge import Gateway
 from gateway.routing import RouteTable
+from gateway.upstreams import EurekaResolver, Upstreams
 
 
 def issuer() -> str:
@@ -25,4 +27,8 @@ def gateway() -> Gateway:
         refresh_seconds=settings.seconds("JWKS_REFRESH_SECONDS", 10),
     )
     origins = frozenset(o.strip() for o in settings.optional("CORS_ALLOWED_ORIGINS", "").split(",") if o.strip())
-    return Gateway(RouteTable.load(), verifier, settings.required("IDENTITY_SECRET"), origins)
+    registry = settings.optional("EUREKA_URL", f"http://{service_host('registry')}/eureka")
+    upstreams = Upstreams(EurekaResolver(registry, ttl=settings.seconds("EUREKA_CACHE_SECONDS", 5)))
+    return Gateway(
+        RouteTable.load(), verifier, settings.required("IDENTITY_SECRET"), cors_origins=origins, upstreams=upstreams
+    )

@@ -9,6 +9,7 @@ Authorization header stops here.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import random
@@ -24,11 +25,12 @@ import urllib3
 from prometheus_client import Counter, Gauge, Histogram
 
 from functions.shared import identity, metrics, problems, web
-from functions.shared.services import Reply, send, service_host
+from functions.shared.services import Reply, send
 from gateway import openapi
 from gateway.auth import JwtVerifier
 from gateway.resilience import RateLimiter, WindowBreaker
 from gateway.routing import Route, RouteTable
+from gateway.upstreams import Target, Upstreams
 
 log = logging.getLogger("shop.gateway")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -74,18 +76,19 @@ class Gateway:
     routes: RouteTable
     verifier: JwtVerifier | None
     identity_secret: str
+    upstreams: Upstreams = field(default_factory=lambda: Upstreams(None))
     cors_origins: frozenset[str] = frozenset()
     limiter: RateLimiter = field(default_factory=RateLimiter)
     breakers: dict[str, WindowBreaker] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def breaker(self, route: Route) -> WindowBreaker:
-        """The breaker of the route's upstream service, made on first use."""
+    def breaker(self, key: str, route: Route) -> WindowBreaker:
+        """The breaker of one upstream (a service, or one instance of a Eureka app), made on first use."""
         with self._lock:
-            found = self.breakers.get(route.service)
+            found = self.breakers.get(key)
             if found is None:
-                found = self.breakers[route.service] = WindowBreaker(route.service, route.breaker)
-                CIRCUIT_STATE.labels(route.service).set_function(lambda: found.state_value)
+                found = self.breakers[key] = WindowBreaker(key, route.breaker)
+                CIRCUIT_STATE.labels(key).set_function(lambda: found.state_value)
             return found
 
     # --- the pipeline ----------------------------------------------------------------------
@@ -115,10 +118,9 @@ class Gateway:
         openapi.check(route, request.method, params, query, body)
         headers = self.upstream_headers(request, caller, request_id)
         path = route.target_path(request.path, params)
-        target = f"http://{service_host(route.service)}{path}"
         if request.query_string:
-            target += "?" + request.query_string.decode("latin-1")
-        reply = self.call(route, request.method, target, headers, request.get_data() or None)
+            path += "?" + request.query_string.decode("latin-1")
+        reply = self.call(route, request.method, path, headers, request.get_data() or None)
         response = flask.Response(reply.body, status=reply.status)
         for name in RETURNED_HEADERS:
             value = reply.headers.get(name)
@@ -170,48 +172,66 @@ class Gateway:
             headers[identity.HEADER] = identity.sign(caller, self.identity_secret)
         return headers
 
-    def call(self, route: Route, method: str, url: str, headers: Mapping[str, str], body: bytes | None) -> Reply:
-        """One call with the route's timeout, retries (idempotent methods only) and circuit breaker."""
-        breaker = self.breaker(route)
+    def call(self, route: Route, method: str, path_qs: str, headers: Mapping[str, str], body: bytes | None) -> Reply:
+        """One call with the route's timeout, retries (idempotent methods only) and circuit breakers.
+
+        A retry goes to the next target when there are several (instances of a Eureka app);
+        a target whose breaker is open is skipped.
+        """
+        targets = self.upstreams.targets(route)
         attempts = 1 + route.retries_for(method)
         failure: problems.Problem | Reply | None = None
-        for attempt in range(attempts):
-            if attempt:
-                time.sleep(min(0.1 * 2 ** (attempt - 1), 1.0) * random.uniform(0.5, 1.0))
+        tried = 0
+        for target in itertools.islice(itertools.cycle(targets), len(targets) * attempts):
+            if tried == attempts:
+                break
+            breaker = self.breaker(target.breaker_key, route)
             if not breaker.allow():
-                if failure is not None:
-                    break  # the breaker opened during our retries: answer with what the upstream did
-                raise problems.unavailable(
-                    f"{route.service} is failing; the gateway is not calling it for now (circuit open)",
-                    breaker.retry_after(),
-                )
-            started = time.perf_counter()
-            try:
-                reply = send(method, url, body, headers, route.timeout)
-            except urllib3.exceptions.TimeoutError:
-                breaker.record(False)
-                UPSTREAM_REQUESTS.labels(route.service, "timeout").inc()
-                failure = problems.Problem(
-                    504, "Gateway timeout", f"{route.service} did not answer within {route.timeout:g}s", "timeout"
-                )
                 continue
-            except urllib3.exceptions.HTTPError as error:
-                breaker.record(False)
-                UPSTREAM_REQUESTS.labels(route.service, "unreachable").inc()
-                failure = problems.unavailable(f"{route.service} is unreachable ({type(error).__name__})", 5)
-                continue
-            finally:
-                UPSTREAM_DURATION.labels(route.service).observe(time.perf_counter() - started)
-            failed = reply.status >= 500
-            breaker.record(not failed)
-            UPSTREAM_REQUESTS.labels(route.service, "error" if failed else "ok").inc()
-            if reply.status not in RETRYABLE_STATUSES:
+            if tried:
+                time.sleep(min(0.1 * 2 ** (tried - 1), 1.0) * random.uniform(0.5, 1.0))
+            tried += 1
+            reply, failure = self._attempt(route, target, breaker, method, path_qs, headers, body)
+            if reply is not None and reply.status not in RETRYABLE_STATUSES:
                 return reply
-            failure = reply
+        if failure is None:
+            raise problems.unavailable(
+                f"{route.service} is failing; the gateway is not calling it for now (circuit open)",
+                min(self.breaker(t.breaker_key, route).retry_after() for t in targets),
+            )
         if isinstance(failure, problems.Problem):
             raise failure
-        assert failure is not None
         return failure
+
+    def _attempt(
+        self,
+        route: Route,
+        target: Target,
+        breaker: WindowBreaker,
+        method: str,
+        path_qs: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+    ) -> tuple[Reply | None, problems.Problem | Reply]:
+        started = time.perf_counter()
+        try:
+            reply = send(method, target.base_url + path_qs, body, headers, route.timeout)
+        except urllib3.exceptions.TimeoutError:
+            breaker.record(False)
+            UPSTREAM_REQUESTS.labels(route.service, "timeout").inc()
+            return None, problems.Problem(
+                504, "Gateway timeout", f"{route.service} did not answer within {route.timeout:g}s", "timeout"
+            )
+        except urllib3.exceptions.HTTPError as error:
+            breaker.record(False)
+            UPSTREAM_REQUESTS.labels(route.service, "unreachable").inc()
+            return None, problems.unavailable(f"{route.service} is unreachable ({type(error).__name__})", 5)
+        finally:
+            UPSTREAM_DURATION.labels(route.service).observe(time.perf_counter() - started)
+        failed = reply.status >= 500
+        breaker.record(not failed)
+        UPSTREAM_REQUESTS.labels(route.service, "error" if failed else "ok").inc()
+        return reply, reply
 
     # --- CORS and the headers every answer carries ------------------------------------------
 

@@ -24,8 +24,14 @@ METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 
 
+EXTERNAL_FRAGMENT = Path(__file__).with_name("external-api.yaml")
+
+
 def fragments() -> dict[str, dict[str, Any]]:
-    return {path.parent.name: load_api(path) for path in sorted(FUNCTIONS_DIR.glob("*/api.yaml"))}
+    """Each area's fragment by area name, and the gateway's own for apps found in the registry."""
+    found = {path.parent.name: load_api(path) for path in sorted(FUNCTIONS_DIR.glob("*/api.yaml"))}
+    found["external"] = load_api(EXTERNAL_FRAGMENT)
+    return found
 
 
 def _namespaced(node: Any, area: str) -> Any:

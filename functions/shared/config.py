@@ -26,6 +26,8 @@ SETTINGS: Mapping[str, str] = {
     "OIDC_CLIENTS": "gateway: clients (azp) accepted instead of the audience",
     "JWKS_REFRESH_SECONDS": "gateway: at most one key fetch per this many seconds for unknown key ids",
     "CORS_ALLOWED_ORIGINS": "gateway: browser origins allowed to call the API cross-site",
+    "EUREKA_URL": "gateway: the registry's Eureka API for eureka:<APP> routes (default the registry service)",
+    "EUREKA_CACHE_SECONDS": "gateway: how long the instances of a Eureka app are reused (default 5)",
     "IDENTITY_SECRET": "key the gateway signs forwarded identities with (HS256)",
     "SHOP_NAMESPACE": "Kubernetes namespace of the shop's services",
     "SERVICE_DOMAIN": "DNS suffix of cluster-local service names",
