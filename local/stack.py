@@ -24,7 +24,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from functions.shared import events, kafka, migrate, tracing
-from local import manifests
+from local import manifests, prometheus
 from local.eventing import BROKER_INGRESS_HOST, BROKER_PATH_PREFIX, REGISTRY, Destination, Eventing, load
 from local.issuer import Issuer
 from local.servers import EmbeddedKafka, EmbeddedMongo, EmbeddedPostgres, EmbeddedSmtp, free_port
@@ -179,6 +179,8 @@ class Stack:
             ("shop-config", "kafka.bootstrap"): self.kafka_bootstrap,
             ("shop-config", "oidc.issuer"): issuer,
             ("shop-config", "oidc.discovery"): f"{issuer}/.well-known/openid-configuration",
+            # Set by `start --traces` (a local collector) or the caller's environment; empty: no tracing.
+            ("shop-config", "otel.endpoint"): self.settings.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
         }
 
     def service_env(self, service: manifests.KnativeService) -> dict[str, str]:
@@ -314,6 +316,7 @@ class Stack:
         app.router.add_get("/_local/services", self._services_status)
         app.router.add_get("/_local/eventing", self._eventing_status)
         app.router.add_get("/_local/metrics", self._metrics)
+        app.add_routes(prometheus.routes(self.revisions))  # /_local/prometheus/targets: http_sd for Prometheus
         app.router.add_post("/_local/pingsources/{namespace}/{name}", self._fire_ping)
         app.router.add_get(
             KUBERNETES_API_PREFIX + "/apis/serving.knative.dev/v1/namespaces/{namespace}/services",

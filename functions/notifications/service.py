@@ -24,6 +24,7 @@ def send_notification(
     email = compose(event["type"], event["id"], data, operations=operations, domain=domain)
     claim = ledger.claim(event, email)
     if claim is Claim.SENT:
+        metrics.note_duplicate_delivery()
         log.info("email for event %s was sent before; skipping", event["id"], extra={"event_id": event["id"]})
         return claim
     if claim is Claim.IN_FLIGHT:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cloudevents.http import CloudEvent
 
-from functions.shared import db
+from functions.shared import db, metrics
 
 
 def first_delivery(conn: db.Connection, consumer: str, event: CloudEvent) -> bool:
@@ -17,4 +17,6 @@ def first_delivery(conn: db.Connection, consumer: str, event: CloudEvent) -> boo
         " ON CONFLICT DO NOTHING RETURNING 1",
         (consumer, event["source"], event["id"]),
     ).fetchone()
+    if row is None:
+        metrics.note_duplicate_delivery()
     return row is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import flask
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 # Buckets sized for functions answering in milliseconds, with a tail for cold paths.
@@ -20,7 +21,8 @@ REQUEST_DURATION = Histogram(
 )
 EVENTS_CONSUMED = Counter(
     "shop_events_consumed_total",
-    "CloudEvents received by a consumer, by type and outcome (processed, duplicate, rejected, failed).",
+    "CloudEvents received by a consumer, by type and outcome: processed, duplicate (a redelivery that changed"
+    " nothing), rejected (refused for good: dead-lettered) or failed (to be retried).",
     ["type", "outcome"],
 )
 EVENTS_PUBLISHED = Counter(
@@ -75,3 +77,9 @@ UPSTREAM_CIRCUIT_STATE = Gauge(
 def exposition() -> tuple[bytes, str]:
     """The text format body and its content type for GET /metrics."""
     return generate_latest(), CONTENT_TYPE_LATEST
+
+
+def note_duplicate_delivery() -> None:
+    """Marks the CloudEvent being handled as a redelivery; the request's metrics count it as a duplicate."""
+    if flask.has_request_context():
+        flask.g.shop_event_outcome = "duplicate"

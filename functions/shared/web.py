@@ -14,7 +14,7 @@ from cloudevents import exceptions as cloud_exceptions
 from cloudevents.http import CloudEvent, from_http
 from werkzeug.exceptions import HTTPException
 
-from functions.shared import faults, metrics, problems, tracing
+from functions.shared import events, faults, metrics, problems, tracing
 from functions.shared.config import config
 from functions.shared.logs import configure_logging
 
@@ -97,11 +97,33 @@ def _record(response: flask.Response) -> flask.Response:
     labels = (config().service, flask.request.method, str(response.status_code))
     metrics.REQUESTS.labels(*labels).inc()
     metrics.REQUEST_DURATION.labels(*labels).observe(elapsed)
+    if is_cloud_event(flask.request):
+        outcome = flask.g.pop("shop_event_outcome", None) or _delivery_outcome(response.status_code)
+        metrics.EVENTS_CONSUMED.labels(_event_type(flask.request), outcome).inc()
     if not _first_request_done:
         _first_request_done = True
         metrics.COLD_STARTS.inc()
         metrics.COLD_START_DURATION.set(time.monotonic() - _process_started)
     return response
+
+
+# Statuses Knative's delivery retries (then dead-letters); any other 4xx is dead-lettered at once.
+RETRIED_STATUSES = frozenset({404, 408, 409, 429})
+
+
+def _delivery_outcome(status: int) -> str:
+    if status < 400:
+        return "processed"
+    return "failed" if status >= 500 or status in RETRIED_STATUSES else "rejected"
+
+
+def _event_type(request: flask.Request) -> str:
+    """The event's type, if it is one of ours (a label value must not come unchecked from a sender)."""
+    event_type = request.headers.get("ce-type")
+    if event_type is None:
+        body = request.get_json(force=True, silent=True)
+        event_type = body.get("type") if isinstance(body, dict) else None
+    return event_type if event_type in events.EVENT_TYPES or event_type == events.PING else "other"
 
 
 def problem(error: problems.Problem) -> flask.Response:

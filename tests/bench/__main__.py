@@ -1,6 +1,6 @@
 """`task bench`: figures from a fresh local stack. Prints numbers; asserts nothing about time.
 
-    python -m tests.bench [--seconds 10] [--only serving,reserve,cold,rss,orders,events]
+    python -m tests.bench [--seconds 10] [--only serving,reserve,cold,rss,gateway,events,orders,tracing,registry]
 
 Every comparison is made in the same run, on the same servers, side by side: functions through
 the ingress against a trivial functions-framework function served the same way, and against
@@ -41,11 +41,12 @@ from local import manifests
 from local.seed import seed_if_empty
 from local.servers import EmbeddedCollector
 from local.stack import Stack, StackSettings
+from tests.bench import registry as registry_bench
 
 HERE = Path(__file__).resolve().parent
 BENCH_SKUS = 100
 # Events before orders: the orders runs leave thousands of events in the pipeline behind them.
-SECTIONS = ("serving", "reserve", "cold", "rss", "gateway", "events", "orders", "tracing")
+SECTIONS = ("serving", "reserve", "cold", "rss", "gateway", "events", "orders", "tracing", "registry")
 
 
 class Bench:
@@ -342,6 +343,10 @@ class Bench:
             f"{statistics.mean(runs['on']) / statistics.mean(runs['off']):.0%}  (target >= 85%)",
         )
 
+    def registry(self) -> None:
+        print("\nEureka registry: registrations, heartbeats and fetches from many concurrent clients")
+        registry_bench.run(self.url("registry", ""), self.row)
+
 
 def percentile(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(p * len(values)))] * 1000 if values else float("nan")
@@ -431,6 +436,7 @@ def main() -> None:
                 "orders": bench.orders,
                 "events": bench.events,
                 "tracing": bench.tracing,
+                "registry": bench.registry,
             }
             for name in wanted:
                 sections[name]()

@@ -15,6 +15,7 @@ import pytest
 from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent
 from flask.testing import FlaskClient
+from prometheus_client import REGISTRY
 
 from functions.shared import events, identity
 from tests.conftest import EVENTS_DIR, People, problem_of
@@ -52,6 +53,12 @@ def sql(stack: Any) -> Callable[..., list[tuple[Any, ...]]]:
             return cursor.fetchall() if cursor.description else []
 
     return run
+
+
+def consumed(outcome: str, event_type: str = events.PRODUCT_CREATED) -> float:
+    """shop_events_consumed_total as this process's functions exposed it so far."""
+    labels = {"type": event_type, "outcome": outcome}
+    return REGISTRY.get_sample_value("shop_events_consumed_total", labels) or 0.0
 
 
 def new_sku() -> str:
@@ -203,9 +210,11 @@ def test_track_creates_a_stock_row_once_per_event(
     event = product_created(sku)
     headers, body = (to_binary if mode == "binary" else to_structured)(event)
     track = inventory("inventory_track")
+    before = consumed("processed"), consumed("duplicate")
     for _ in range(2):  # a redelivery
         response = track.post("/", headers=dict(headers), data=body)
         assert response.status_code == 200, response.data
+    assert (consumed("processed"), consumed("duplicate")) == (before[0] + 1, before[1] + 1)
     assert sql("SELECT available FROM stock WHERE sku = %s", sku) == [(0,)]
     assert sql(
         "SELECT count(*) FROM processed_events WHERE consumer = 'inventory-track' AND event_id = %s", event["id"]
@@ -233,10 +242,12 @@ def test_malformed_cloudevents_are_refused_and_write_nothing(
     field: str | None,
 ) -> None:
     before = sql("SELECT count(*) FROM stock")
+    rejected = consumed("rejected", headers["ce-type"])
     response = inventory("inventory_track").post(
         "/", headers={**headers, "Content-Type": "application/json"}, data=json.dumps(body)
     )
     assert response.status_code == 400
+    assert consumed("rejected", headers["ce-type"]) == rejected + 1  # dead-lettered, not retried
     problem = problem_of(response)
     if field:
         assert field in [e["field"] for e in problem["errors"]]
