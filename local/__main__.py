@@ -67,7 +67,9 @@ def banner(stack: Stack, seeded: int) -> str:
         f"  one function   curl -H 'Host: product-list.shop.svc.cluster.local' {stack.url}/api/products",
         f"                 curl {stack.url}/ksvc/product-list/api/products",
         f"  status         {stack.url}/_local/services   {stack.url}/_local/eventing",
-        f"  mail           {stack.data_dir / 'mail'}",
+        f"  mail           {stack.url}/_local/mail   (files in {stack.data_dir / 'mail'})"
+        if stack.smtp
+        else f"  mail           sent to {stack.smtp_url}",
         f"  data           {stack.data_dir}  ({f'seeded {seeded} demo products' if seeded else 'existing data'})",
         f"  logs           {stack.log_dir}",
         "",

@@ -24,7 +24,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from functions.shared import events, kafka, migrate, tracing
-from local import manifests, prometheus
+from local import mailbox, manifests, prometheus
 from local.eventing import BROKER_INGRESS_HOST, BROKER_PATH_PREFIX, REGISTRY, Destination, Eventing, load
 from local.issuer import Issuer
 from local.servers import EmbeddedKafka, EmbeddedMongo, EmbeddedPostgres, EmbeddedSmtp, free_port
@@ -317,6 +317,7 @@ class Stack:
         app.router.add_get("/_local/eventing", self._eventing_status)
         app.router.add_get("/_local/metrics", self._metrics)
         app.add_routes(prometheus.routes(self.revisions))  # /_local/prometheus/targets: http_sd for Prometheus
+        app.add_routes(mailbox.routes(self.smtp.mail_dir if self.smtp else None))  # /_local/mail: captured mail
         app.router.add_post("/_local/pingsources/{namespace}/{name}", self._fire_ping)
         app.router.add_get(
             KUBERNETES_API_PREFIX + "/apis/serving.knative.dev/v1/namespaces/{namespace}/services",

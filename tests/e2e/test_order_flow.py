@@ -34,6 +34,16 @@ def test_placing_an_order_holds_stock_and_emails_the_customer(
     assert mail["Subject"] == f"Your Order with OrderNumber {order['orderNumber']} is placed successfully"
     assert mail["To"] == "jane.doe@example.com" and "Jane Doe" in mail.get_content()
     assert "59.97" in mail.get_content()
+    # The runtime shows captured mail at a local URL, newest first.
+    shown = shop.ingress.session.get(f"{shop.ingress.url}/_local/mail", timeout=30).json()["messages"]
+    ours = [m for m in shown if m["subject"] == mail["Subject"]]
+    assert len(ours) == 1 and ours[0]["to"] == "jane.doe@example.com", shown[:3]
+    text = shop.ingress.session.get(shop.ingress.url + ours[0]["url"], timeout=30)
+    assert text.headers["Content-Type"].startswith("text/plain") and "59.97" in text.text
+    raw = shop.ingress.session.get(shop.ingress.url + ours[0]["url"] + "?raw=1", timeout=30)
+    assert raw.headers["Content-Type"].startswith("message/rfc822") and order["orderNumber"].encode() in raw.content
+    missing = shop.ingress.session.get(f"{shop.ingress.url}/_local/mail/..%2Fidentity-secret", timeout=30)
+    assert missing.status_code == 404 and missing.headers["Content-Type"].startswith("application/problem+json")
     # inventory-confirm received com.shop.order.placed: the hold became a committed reservation.
     eventually(
         lambda: (
