@@ -113,10 +113,13 @@ class Gateway:
         route, params = self.routes.match(request.method, request.path)
         caller = self.authenticate(request, route)
         self.limit(request, route, caller)
-        body = web.read_json(request) if request.content_length else None
+        # Any body, however sent: a chunked one has no Content-Length but is checked all the same
+        # (its size is bounded by the app's MAX_CONTENT_LENGTH as it is read).
+        body = web.read_json(request) if request.get_data(cache=True) else None
         query = {name: request.args.getlist(name) for name in request.args}
         openapi.check(route, request.method, params, query, body)
-        headers = self.upstream_headers(request, caller, request_id)
+        metrics.note_route(route.path)
+        headers = self.upstream_headers(request, caller, request_id, route)
         path = route.target_path(request.path, params)
         if request.query_string:
             path += "?" + request.query_string.decode("latin-1")
@@ -161,14 +164,16 @@ class Gateway:
             )
 
     def upstream_headers(
-        self, request: flask.Request, caller: identity.Identity | None, request_id: str
+        self, request: flask.Request, caller: identity.Identity | None, request_id: str, route: Route
     ) -> dict[str, str]:
         headers = {name: request.headers[name] for name in FORWARDED_REQUEST_HEADERS if name in request.headers}
         headers["X-Request-Id"] = request_id
         headers["X-Forwarded-For"] = client_address(request)
         headers["X-Forwarded-Proto"] = request.headers.get("X-Forwarded-Proto", request.scheme)
         headers["X-Forwarded-Host"] = request.headers.get("X-Forwarded-Host", request.host)
-        if caller is not None:
+        # The signed identity is for the shop's own functions only: every one of them accepts it, so
+        # an app found in the registry (which anyone in the cluster may register) never sees it.
+        if caller is not None and route.upstream == "knative":
             headers[identity.HEADER] = identity.sign(caller, self.identity_secret)
         return headers
 

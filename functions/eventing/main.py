@@ -7,7 +7,7 @@ import functions_framework
 from cloudevents.http import CloudEvent
 
 from functions.eventing import bootstrap, service
-from functions.shared import events, identity, problems, web
+from functions.shared import events, identity, metrics, problems, web
 
 web.install()
 REPLAY_PATH = re.compile(r"^/deadletters/(?P<id>\d{1,18})/replay/?$")
@@ -28,6 +28,7 @@ def dead_letter(request: flask.Request) -> flask.Response:
         return web.json_response({"id": dead.id}, 202)
     identity.require(request.headers, "admin")
     if request.path.rstrip("/") == "/deadletters":
+        metrics.note_route("/deadletters")
         web.allow(request, "GET")
         params = web.query(request, ("page", "size", "type"))
         listing = service.list_dead_letters(
@@ -40,6 +41,7 @@ def dead_letter(request: flask.Request) -> flask.Response:
     match = REPLAY_PATH.match(request.path)
     if match is None:
         raise problems.not_found(f"no such resource {request.path!r}")
+    metrics.note_route("/deadletters/{id}/replay")
     web.allow(request, "POST")
     replayed = service.replay_dead_letter(
         int(match["id"]), store=bootstrap.dead_letters(), transport=bootstrap.transport

@@ -13,7 +13,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 
 from functions.registry import bootstrap, parse, service, wire
-from functions.shared import problems
+from functions.shared import metrics, problems
 
 ROUTES = Map(
     [
@@ -37,7 +37,7 @@ ROUTES = Map(
 
 def serve(request: flask.Request) -> flask.Response:
     try:
-        endpoint, args = ROUTES.bind("registry").match(request.path, request.method)
+        rule, args = ROUTES.bind("registry").match(request.path, request.method, return_rule=True)
     except NotFound:
         raise problems.not_found(
             f"no such resource {request.path!r}; Eureka's API is under /eureka/apps, /eureka/instances,"
@@ -52,7 +52,8 @@ def serve(request: flask.Request) -> flask.Response:
             "method-not-allowed",
             headers={"Allow": allowed},
         ) from None
-    handler: Callable[..., flask.Response] = ENDPOINTS[str(endpoint)]
+    metrics.note_route(rule.rule)
+    handler: Callable[..., flask.Response] = ENDPOINTS[str(rule.endpoint)]
     return handler(request, **args)
 
 

@@ -10,12 +10,13 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 REQUESTS = Counter(
     "shop_http_requests_total",
-    "HTTP requests served, by function route, method and status code.",
+    "HTTP requests served, by route (the function's name; in the gateway and the registry the route's"
+    " path template), method and status code.",
     ["route", "method", "status"],
 )
 REQUEST_DURATION = Histogram(
     "shop_http_request_duration_seconds",
-    "Time to answer an HTTP request, by function route, method and status code.",
+    "Time to answer an HTTP request, by route (as for shop_http_requests_total), method and status code.",
     ["route", "method", "status"],
     buckets=LATENCY_BUCKETS,
 )
@@ -83,3 +84,10 @@ def note_duplicate_delivery() -> None:
     """Marks the CloudEvent being handled as a redelivery; the request's metrics count it as a duplicate."""
     if flask.has_request_context():
         flask.g.shop_event_outcome = "duplicate"
+
+
+def note_route(template: str) -> None:
+    """Names the route the request matched (a path template) for the request's metrics, where one
+    function serves several; otherwise they are labelled with the function's name."""
+    if flask.has_request_context():
+        flask.g.shop_route = template

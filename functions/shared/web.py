@@ -40,6 +40,8 @@ def install() -> None:
     configure_logging(settings.service, settings.optional("LOG_LEVEL", "INFO"))
     traced = tracing.configure_tracing(settings.service)
     app.wsgi_app = BodyLimit(app.wsgi_app)
+    # BodyLimit sees Content-Length; this bounds a chunked body as it is read (413 past the limit).
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.register_error_handler(problems.Problem, _problem_response)
     app.register_error_handler(HTTPException, _http_error_response)
     app.register_error_handler(Exception, _crash_response)
@@ -94,7 +96,8 @@ def _record(response: flask.Response) -> flask.Response:
     if started is None or flask.request.endpoint in ("shop_metrics", "shop_health"):
         return response
     elapsed = time.perf_counter() - started
-    labels = (config().service, flask.request.method, str(response.status_code))
+    route = flask.g.pop("shop_route", None) or config().service
+    labels = (route, flask.request.method, str(response.status_code))
     metrics.REQUESTS.labels(*labels).inc()
     metrics.REQUEST_DURATION.labels(*labels).observe(elapsed)
     if is_cloud_event(flask.request):

@@ -20,11 +20,13 @@ class App:
     def __init__(self, name: str) -> None:
         self.name = name
         self.hits = 0
+        self.headers: list[dict[str, str]] = []  # of every request, in order
         app = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 app.hits += 1
+                app.headers.append(dict(self.headers.items()))
                 body = json.dumps({"servedBy": app.name, "path": self.path}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

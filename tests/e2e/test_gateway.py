@@ -236,6 +236,32 @@ def test_edge_headers_cors_and_the_openapi_document(stack: Any, api: str) -> Non
     assert schema.status_code == 200 and schema.json()["title"] == "com.shop.order.placed"
 
 
+def test_a_chunked_body_is_checked_and_bounded_at_the_edge(stack: Any, api: str) -> None:
+    """No Content-Length (Transfer-Encoding: chunked): validated and size-limited all the same,
+    before any call to the function."""
+    headers = {**login(stack, "admin"), "Content-Type": "application/json"}
+
+    def calls() -> float:
+        return sum(
+            metric(api, "shop_gateway_upstream_requests_total", upstream="product-create", outcome=outcome)
+            for outcome in ("ok", "error")
+        )
+
+    def chunks(data: bytes, size: int = 64 * 1024) -> Iterator[bytes]:
+        yield from (data[i : i + size] for i in range(0, len(data), size))
+
+    before = calls()
+    invalid = json.dumps({"sku": "Not A Sku", "name": "x", "category": "phones", "price": 1}).encode()
+    refused = requests.post(f"{api}/api/products", data=chunks(invalid), headers=headers, timeout=30)
+    assert refused.status_code == 400, refused.text
+    assert "/sku" in [error["field"] for error in problem_of(refused)["errors"]]
+    huge = b'{"name": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+    too_big = requests.post(f"{api}/api/products", data=chunks(huge), headers=headers, timeout=30)
+    assert too_big.status_code == 413, too_big.text[:300]
+    problem_of(too_big)
+    assert calls() == before  # product-create never saw either
+
+
 def test_identity_cannot_be_smuggled_past_the_gateway(stack: Any, api: str, people: Any) -> None:
     forged = people.admin()  # a header only the gateway should be able to make, sent by a client
     response = requests.get(f"{api}/api/deadletters", headers=forged, timeout=30)

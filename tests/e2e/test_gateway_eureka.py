@@ -55,3 +55,22 @@ def test_an_app_with_no_instance_up_is_a_503_problem(stack: Any) -> None:
     (response,) = eventually(unavailable, timeout=20, interval=1)
     assert response.headers["Content-Type"].startswith("application/problem+json")
     assert "no instance of RECOMMENDATIONS is UP" in response.json()["detail"]
+
+
+def test_a_registered_app_never_receives_the_signed_identity(stack: Any, ingress: Ingress) -> None:
+    """Anyone in the cluster may register an app, and every function accepts X-Shop-Identity:
+    the gateway keeps it for the shop's own functions."""
+    token = stack.issuer.token_for("admin")["access_token"]
+    with registered(ingress, "curious") as (app,):
+
+        def answered() -> bool:
+            response = requests.get(
+                f"{stack.url}/api/recommendations", headers={"Authorization": f"Bearer {token}"}, timeout=30
+            )
+            return response.ok and response.json()["servedBy"] == "curious"
+
+        eventually(answered, timeout=20, interval=1)
+    assert app.headers, "the app was never called"
+    received = {name.lower() for headers in app.headers for name in headers}
+    assert "x-shop-identity" not in received and "authorization" not in received
+    assert "x-request-id" in received  # the headers it is meant to get still arrive
