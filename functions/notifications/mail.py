@@ -44,7 +44,10 @@ class Email:
 def compose(event_type: str, event_id: str, data: dict[str, Any], *, operations: str, domain: str) -> Email:
     """The email for an event: the customer's for orders, the operations address for stock."""
     recipient = operations if event_type == events.INVENTORY_LOW else data["email"]
-    body = TEMPLATES.get_template(f"{event_type}.txt").render(**data)
+    # Optional properties the event left out are None (falsy in a template's `if`); a name that is
+    # not in the event's schema at all still fails loudly (StrictUndefined).
+    optional = dict.fromkeys(events.schema_validator(event_type).schema.get("properties", {}))
+    body = TEMPLATES.get_template(f"{event_type}.txt").render(**{**optional, **data})
     # A Message-ID derived from the event id: mail clients drop a duplicate too.
     return Email(recipient, SUBJECTS[event_type].format(**data), body, f"<{event_id}@{domain}>")
 

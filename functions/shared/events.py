@@ -116,7 +116,7 @@ def accept(event: CloudEvent, expected: frozenset[str] | set[str]) -> dict[str, 
     if isinstance(data, (bytes, str)):
         try:
             data = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise problems.invalid_field("data", "is not JSON") from None
     if event_type == PING:
         return {}

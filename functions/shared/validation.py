@@ -25,12 +25,21 @@ def _max_decimal_places(
     validator: Any, places: int, instance: Any, schema: Mapping[str, Any]
 ) -> Iterator[jsonschema.ValidationError]:
     if isinstance(instance, Decimal) and instance.is_finite():
-        exponent = instance.normalize().as_tuple().exponent
-        if isinstance(exponent, int) and -exponent > places:
+        if decimal_places(instance) > places:
             yield jsonschema.ValidationError(f"{instance} has more than {places} decimal places")
     elif isinstance(instance, float):
         # Bodies are parsed with Decimal; a float here means a caller built it in code.
         yield jsonschema.ValidationError(f"{instance} must be an exact decimal")
+
+
+def decimal_places(value: Decimal) -> int:
+    """Digits after the point, trailing zeros aside (1.50 has 1), with no arithmetic: a huge
+    exponent such as 1e999999999 would overflow the decimal context of normalize()."""
+    _, digits, exponent = value.as_tuple()
+    if not isinstance(exponent, int) or exponent >= 0 or not any(digits):
+        return 0
+    trailing_zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    return max(0, -exponent - trailing_zeros)
 
 
 ShopValidator = validators.extend(jsonschema.Draft202012Validator, {DECIMAL_PLACES: _max_decimal_places})

@@ -19,6 +19,8 @@ from functions.shared.config import config
 from functions.shared.logs import configure_logging
 
 MAX_BODY_BYTES = 1024 * 1024
+# No request of ours nests deeper than a few levels; the limit keeps validators and handlers out of deep recursion.
+MAX_JSON_DEPTH = 32
 log = logging.getLogger("shop.web")
 _process_started = time.monotonic()
 _first_request_done = False
@@ -184,6 +186,8 @@ def cloud_event(request: flask.Request) -> CloudEvent:
         return from_http(dict(request.headers), request.get_data())
     except cloud_exceptions.GenericException as error:
         raise problems.invalid_field("cloudevent", f"not a valid CloudEvent: {error}") from None
+    except RecursionError:
+        raise problems.invalid_field("cloudevent", "the event nests too deeply to read") from None
 
 
 def read_json(request: flask.Request) -> Any:
@@ -204,7 +208,7 @@ def read_json(request: flask.Request) -> Any:
     if not raw:
         raise problems.invalid_field("/", "the request body is empty; a JSON document is required")
     try:
-        return json.loads(
+        document = json.loads(
             raw,
             parse_float=Decimal,
             parse_constant=_reject_constant,
@@ -214,6 +218,24 @@ def read_json(request: flask.Request) -> Any:
         raise problems.invalid_field("/", "the body is not UTF-8") from None
     except ValueError as error:
         raise problems.invalid_field("/", f"the body is not valid JSON: {error}") from None
+    except RecursionError:
+        raise problems.invalid_field("/", f"the body nests deeper than {MAX_JSON_DEPTH} levels") from None
+    if _depth_exceeds(document, MAX_JSON_DEPTH):
+        raise problems.invalid_field("/", f"the body nests deeper than {MAX_JSON_DEPTH} levels")
+    return document
+
+
+def _depth_exceeds(document: Any, limit: int) -> bool:
+    """Whether arrays and objects nest deeper than `limit` (iterative: no recursion to exhaust)."""
+    pending = [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict | list):
+            if depth > limit:
+                return True
+            children = value.values() if isinstance(value, dict) else value
+            pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def _reject_constant(name: str) -> Any:

@@ -238,6 +238,10 @@ def test_bad_product_bodies_name_the_field_and_write_nothing(
         (b"", "application/json", 400),
         (b"sku=a", "application/x-www-form-urlencoded", 415),
         (json.dumps({"description": "x" * (1024 * 1024 + 10)}).encode(), "application/json", 413),
+        (b"[" * 200_000, "application/json", 400),  # deeper than the parser's recursion
+        (b'{"name": ' + b"[" * 40 + b"]" * 40 + b"}", "application/json", 400),  # parses, but deeper than 32
+        (b'{"sku": "ok_sku", "name": "x", "category": "phones", "price": 1e999999999}', "application/json", 400),
+        (b'{"sku": "ok_sku", "name": "x", "category": "phones", "price": 1e-999999999}', "application/json", 400),
     ],
 )
 def test_bodies_that_are_not_one_json_document_are_refused(

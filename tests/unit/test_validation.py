@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from functions.shared.problems import Problem
-from functions.shared.validation import SchemaSet
+from functions.shared.validation import SchemaSet, decimal_places
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = SchemaSet(ROOT / "functions/catalog/api.yaml")
@@ -27,6 +27,14 @@ def test_two_decimals_pass_and_a_third_is_named() -> None:
     assert fields_of("ProductCreate", {**body, "price": Decimal("10.255")}) == ["/price"]
     # Trailing zeros are not extra precision.
     CATALOG.check("ProductCreate", {**body, "price": Decimal("10.2500")})
+
+
+@pytest.mark.parametrize(
+    ("value", "places"),
+    [("10", 0), ("10.5", 1), ("10.50", 1), ("0.000", 0), ("1E+3", 0), ("1.23E-5", 7), ("1e-999999999", 999999999)],
+)
+def test_decimal_places_count_without_arithmetic(value: str, places: int) -> None:
+    assert decimal_places(Decimal(value)) == places
 
 
 def test_missing_and_unknown_properties_point_at_the_property_itself() -> None:
