@@ -149,7 +149,7 @@ class Revision:
         }
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_dir / f"{self.name}.log", "ab") as log_file:
-            self.process = await asyncio.create_subprocess_exec(
+            process = self.process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
                 "functions.shared.serve",
@@ -163,10 +163,10 @@ class Revision:
         deadline = began + START_TIMEOUT_SECONDS
         probe = f"{self.base_url}{self.service.readiness_path}"
         while True:
-            if self.process.returncode is not None:
-                raise RuntimeError(
-                    f"{self.name} exited with {self.process.returncode}; see {self.log_dir / self.name}.log"
-                )
+            if self.process is not process:  # stop() ran meanwhile (the runtime is shutting down)
+                raise RuntimeError(f"{self.name} was stopped while starting")
+            if process.returncode is not None:
+                raise RuntimeError(f"{self.name} exited with {process.returncode}; see {self.log_dir / self.name}.log")
             try:
                 async with http.get(probe, timeout=aiohttp.ClientTimeout(total=1)) as response:
                     if response.status == 200:
@@ -354,6 +354,11 @@ class Autoscaler:
             await revision.ready(self.http())
         except RuntimeError as error:
             log.warning("%s could not start: %s", revision.name, error)
+
+    def cancel_restarts(self) -> None:
+        """Stops restarting services (the runtime is shutting down)."""
+        for task in self._restarts:
+            task.cancel()
 
     async def stop_all(self) -> None:
         await asyncio.gather(*(r.stop() for r in self.revisions.values()))

@@ -60,6 +60,7 @@ class Stack:
         self.mongo: EmbeddedMongo | None = None
         self.kafka: EmbeddedKafka | None = None
         self.smtp: EmbeddedSmtp | None = None
+        self.autoscaler: Autoscaler | None = None
         self.database_urls: dict[str, str] = {}
         self.mongodb_uri = ""
         self.kafka_bootstrap = ""
@@ -329,9 +330,9 @@ class Stack:
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-        autoscaler = Autoscaler(self.revisions, self._http)
-        self._tasks.append(asyncio.create_task(autoscaler.run()))
-        await autoscaler.start_min_scale()
+        self.autoscaler = Autoscaler(self.revisions, self._http)
+        self._tasks.append(asyncio.create_task(self.autoscaler.run()))
+        await self.autoscaler.start_min_scale()
         self.eventing = Eventing(self.topology, self.kafka_bootstrap, asyncio.get_running_loop(), self.send)
         await self.eventing.start()
         await self.eventing.wait_ready()
@@ -346,6 +347,8 @@ class Stack:
     async def _stop_serving(self) -> None:
         for task in self._tasks:
             task.cancel()
+        if self.autoscaler is not None:
+            self.autoscaler.cancel_restarts()
         if self.eventing:
             await self.eventing.stop()
         await asyncio.gather(*(r.stop() for r in self.revisions.values()))

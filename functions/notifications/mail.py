@@ -6,6 +6,7 @@ import contextlib
 import smtplib
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
@@ -46,7 +47,8 @@ def compose(event_type: str, event_id: str, data: dict[str, Any], *, operations:
     recipient = operations if event_type == events.INVENTORY_LOW else data["email"]
     # Optional properties the event left out are None (falsy in a template's `if`); a name that is
     # not in the event's schema at all still fails loudly (StrictUndefined).
-    optional = dict.fromkeys(events.schema_validator(event_type).schema.get("properties", {}))
+    schema = events.schema_validator(event_type).schema
+    optional = dict.fromkeys(schema.get("properties", {}) if isinstance(schema, Mapping) else ())
     body = TEMPLATES.get_template(f"{event_type}.txt").render(**{**optional, **data})
     # A Message-ID derived from the event id: mail clients drop a duplicate too.
     return Email(recipient, SUBJECTS[event_type].format(**data), body, f"<{event_id}@{domain}>")

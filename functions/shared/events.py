@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -142,7 +142,13 @@ def to_kafka(event: CloudEvent, traceparent: str | None = None) -> KafkaMessage:
     `traceparent`, when given, names the span that sends the record (the producer span),
     which consumers continue; otherwise the event's own traceparent travels.
     """
-    message = kafka_to_binary(event)
+    content_type = event.get("datacontenttype")
+    data = event.get_data()
+    if not content_type:
+        # Optional in CloudEvents (the SDK's Kafka binding assumes it): say what the value holds.
+        content_type = "application/octet-stream" if isinstance(data, bytes | bytearray) else "application/json"
+        event = CloudEvent({**event.get_attributes(), "datacontenttype": content_type}, data)
+    message = kafka_to_binary(event, data_marshaller=_marshaller(content_type, data))
     headers = dict(message.headers)
     context = traceparent or event.get("traceparent")
     if context:
@@ -156,4 +162,28 @@ def from_kafka(headers: Mapping[str, bytes], key: str | bytes | None, value: byt
     ce_headers = {k: v for k, v in headers.items() if k.startswith("ce_") or k == "content-type"}
     # The SDK would put the raw key bytes into partitionkey; the attribute is a string.
     text_key = key.decode() if isinstance(key, bytes) else key
-    return kafka_from_binary(KafkaMessage(headers=ce_headers, key=text_key, value=value))
+    content_type = (ce_headers.get("content-type") or b"application/json").decode(errors="replace")
+    return kafka_from_binary(
+        KafkaMessage(headers=ce_headers, key=text_key, value=value), data_unmarshaller=_unmarshaller(content_type)
+    )
+
+
+def _is_json(content_type: str) -> bool:
+    media_type = content_type.split(";")[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
+def _marshaller(content_type: str, data: Any) -> Callable[[Any], bytes | str]:
+    """JSON for JSON data; bytes and non-JSON text travel as they are (json.dumps would quote them)."""
+    if isinstance(data, bytes | bytearray):
+        return bytes
+    if isinstance(data, str) and not _is_json(content_type):
+        return str
+    return lambda value: b"" if value is None else json.dumps(value)
+
+
+def _unmarshaller(content_type: str) -> Callable[[bytes], Any]:
+    """JSON values decoded; any other content type left as bytes, as it was sent."""
+    if not _is_json(content_type):
+        return lambda value: value
+    return lambda value: json.loads(value) if value else None

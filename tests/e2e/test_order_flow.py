@@ -199,9 +199,18 @@ def test_the_original_order_endpoint_still_works(shop: Shop, customer: Callable[
 
 
 def test_every_event_on_the_topics_matches_its_schema(shop: Shop, customer: Callable[..., dict[str, str]]) -> None:
+    """Every type the shop emits (created, updated, placed, low, cancelled) read back from Kafka."""
     sku = shop.product(units=3, threshold=3)
-    placed = shop.order(customer(), (sku, 1)).json()
+    updated = shop.ingress.call(
+        "product-update", "PATCH", f"/api/products/{sku}", json={"price": 21.5}, headers=shop.people.admin()
+    )
+    assert updated.status_code == 200, updated.text
+    buyer = customer()
+    placed = shop.order(buyer, (sku, 1)).json()
     shop.wait_for_mail(placed["orderNumber"])
+    cancelled = shop.ingress.call("order-cancel", "POST", f"/api/orders/{placed['orderNumber']}/cancel", headers=buyer)
+    assert cancelled.status_code == 200, cancelled.text
+    shop.wait_for_mail(f"{placed['orderNumber']} has been cancelled")
     consumer = Consumer(
         {
             "bootstrap.servers": shop.stack.kafka_bootstrap,
@@ -231,4 +240,4 @@ def test_every_event_on_the_topics_matches_its_schema(shop: Shop, customer: Call
             seen[event["type"]] += 1
     finally:
         consumer.close()
-    assert {events.PRODUCT_CREATED, events.ORDER_PLACED, events.INVENTORY_LOW} <= set(seen), seen
+    assert set(seen) == events.EVENT_TYPES, seen

@@ -56,6 +56,29 @@ def test_concurrent_requests_to_a_stopped_function_share_one_cold_start(stack: A
     assert status_of(stack, "product-list")["coldStarts"] == starts + 1
 
 
+def test_an_event_delivery_starts_a_subscriber_scaled_to_zero(stack: Any, ingress: Ingress, people: Any) -> None:
+    """product.created reaches inventory-track through Kafka, the Broker and its Trigger while no
+    inventory-track process runs: the delivery starts one and waits for it, as a request does."""
+    import uuid
+
+    import psycopg
+
+    stack.stop_service("inventory-track")
+    assert not status_of(stack, "inventory-track")["running"]
+    starts = status_of(stack, "inventory-track")["coldStarts"]
+    sku = f"cold_{uuid.uuid4().hex[:10]}"
+    body = {"sku": sku, "name": "Cold start", "category": "tests", "price": 5}
+    created = ingress.call("product-create", "POST", "/api/products", json=body, headers=people.admin())
+    assert created.status_code == 201, created.text
+
+    def stock_row() -> list[Any]:
+        with psycopg.connect(stack.database_urls["inventory"]) as conn:
+            return conn.execute("SELECT available FROM stock WHERE sku = %s", (sku,)).fetchall()
+
+    assert eventually(stock_row, timeout=60, interval=0.5) == [(0,)]
+    assert status_of(stack, "inventory-track")["coldStarts"] == starts + 1
+
+
 def test_min_scale_services_stay_up_through_their_idle_window(stack: Any) -> None:
     revision = stack.revisions["inventory-reserve"]
     original = revision.idle_seconds
