@@ -32,6 +32,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     try:
         yield shop
     finally:
+        # In-process functions' pools would keep reconnecting to the stopped server.
+        from functions.shared import db
+
+        db.close_all()
         shop.stop()
 
 

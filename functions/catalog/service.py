@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 
@@ -19,6 +20,7 @@ from functions.shared import events, problems
 
 Clock = Callable[[], datetime]
 SOURCE = "catalog"
+log = logging.getLogger("shop.catalog")
 
 
 def create_product(
@@ -42,6 +44,7 @@ def create_product(
         stored = products.insert(product, event)
     except DuplicateSku:
         raise problems.conflict(f"a product with sku {cmd.sku!r} exists", sku=cmd.sku) from None
+    log.info("product %s created", cmd.sku, extra={"sku": cmd.sku})
     after_commit()
     return stored
 
@@ -69,6 +72,7 @@ def update_product(
         raise problems.conflict(
             f"product {cmd.sku!r} changed while it was being updated; read it again and retry"
         ) from None
+    log.info("product %s updated (%s)", cmd.sku, ", ".join(sorted(changes)), extra={"sku": cmd.sku})
     after_commit()
     return updated
 

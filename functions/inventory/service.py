@@ -98,9 +98,23 @@ def reserve_stock(cmd: ReserveStock, *, inventory: InventoryStore, after_commit:
         raise problems.conflict(str(error)) from None
     if outcome.created:
         metrics.UNITS_RESERVED.inc(sum(line.quantity for line in cmd.lines))
+        log.info(
+            "reserved %s for order %s",
+            ", ".join(f"{line.quantity} x {line.sku}" for line in cmd.lines),
+            cmd.order_number,
+            extra={"order_number": cmd.order_number},
+        )
     low = crossings(outcome)
     if low:
         metrics.LOW_STOCK_EVENTS.inc(len(low))
+        for level in low:
+            log.warning(
+                "stock of %s is low: %d left (threshold %d)",
+                level.sku,
+                level.available,
+                level.low_stock_threshold,
+                extra={"sku": level.sku, "order_number": cmd.order_number},
+            )
         after_commit()
     return outcome
 
@@ -120,7 +134,11 @@ def confirm_reservation(
 ) -> Reservation | None:
     reservation = inventory.confirm(cmd, delivery)
     if reservation is None:
-        log.warning("order %s placed without a reservation on record", cmd.order_number)
+        log.warning(
+            "order %s placed without a reservation on record",
+            cmd.order_number,
+            extra={"order_number": cmd.order_number},
+        )
     return reservation
 
 
@@ -167,9 +185,11 @@ def expire_reservations(
 
 def restock(cmd: Restock, *, inventory: InventoryStore) -> tuple[StockLevel, bool]:
     try:
-        return inventory.restock(cmd)
+        level, created = inventory.restock(cmd)
     except UnknownSkus:
         raise problems.not_found(f"no stock is kept for {cmd.sku!r}; PUT with mode 'set' creates it") from None
+    log.info("stock of %s is now %d", cmd.sku, level.available, extra={"sku": cmd.sku})
+    return level, created
 
 
 def track_product(sku: str, *, inventory: InventoryStore, delivery: Delivery) -> bool:

@@ -15,7 +15,7 @@ from cloudevents.http import CloudEvent, from_http
 from werkzeug.exceptions import HTTPException
 
 from functions.shared import events, faults, metrics, problems, tracing
-from functions.shared.config import config
+from functions.shared.config import ConfigError, config
 from functions.shared.logs import configure_logging
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -46,6 +46,7 @@ def install() -> None:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.register_error_handler(problems.Problem, _problem_response)
     app.register_error_handler(HTTPException, _http_error_response)
+    app.register_error_handler(ConfigError, _config_error_response)
     app.register_error_handler(Exception, _crash_response)
     app.add_url_rule("/metrics", "shop_metrics", _metrics, methods=["GET"])
     app.add_url_rule("/healthz", "shop_health", _health, methods=["GET"])
@@ -156,6 +157,12 @@ def _http_error_response(error: HTTPException) -> flask.Response:
         detail = "not a valid CloudEvent: id, source, type and specversion 1.0 are required"
     slug = error.name.lower().replace(" ", "-")
     return problem(problems.Problem(status, error.name, detail, slug))
+
+
+def _config_error_response(error: ConfigError) -> flask.Response:
+    """A setting the deployment forgot: 503 naming it, so the operator sees what to fix."""
+    log.error("not configured: %s", error)
+    return problem(problems.Problem(503, "Service not configured", str(error), "not-configured"))
 
 
 def _crash_response(error: Exception) -> flask.Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
 
 from functions.shared import events, identity
+from functions.shared.logs import JsonFormatter
 from tests.conftest import EVENTS_DIR, People, problem_of
 
 SOURCE = "functions/inventory/main.py"
@@ -178,14 +180,47 @@ def test_crossing_the_threshold_queues_one_low_stock_event_with_the_reservation(
     sku = new_sku()
     stock(inventory, people, sku, 6, lowStockThreshold=5)
     first = order_number()
-    assert reserve(inventory, first, (sku, 2)).status_code == 201
-    assert reserve(inventory, order_number(), (sku, 1)).status_code == 201
+    lines = LogLines("shop.inventory")
+    with lines:
+        assert reserve(inventory, first, (sku, 2)).status_code == 201
+        assert reserve(inventory, order_number(), (sku, 1)).status_code == 201
     rows = sql("SELECT event_type, partition_key, event FROM outbox WHERE partition_key = %s", sku)
     assert len(rows) == 1
     event_type, key, event = rows[0]
     assert (event_type, key) == ("com.shop.inventory.low", sku)
     assert event["data"] == {"sku": sku, "available": 4, "threshold": 5, "orderNumber": first}
     events.check_data(event_type, event["data"])
+    # The JSON log lines carry the SKU and the order number, so an operator can follow both.
+    low = [line for line in lines.json() if line["level"] == "WARNING"]
+    assert [(line["sku"], line["order_number"]) for line in low] == [(sku, first)]
+    reserved = [line["order_number"] for line in lines.json() if line["message"].startswith("reserved ")]
+    assert reserved[0] == first and len(reserved) == 2
+
+
+class LogLines(logging.Handler):
+    """The JSON lines one logger writes while the block runs."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.logger = logging.getLogger(name)
+        self.setFormatter(JsonFormatter("test"))
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+    def __enter__(self) -> LogLines:
+        self.level_before = self.logger.level
+        self.logger.setLevel(logging.INFO)
+        self.logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeHandler(self)
+        self.logger.setLevel(self.level_before)
+
+    def json(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.lines]
 
 
 def product_created(sku: str, event_id: str | None = None) -> CloudEvent:
