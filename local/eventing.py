@@ -529,13 +529,14 @@ class Eventing:
         self._poller.start()
         for trigger in self.topology.triggers:
             broker = self.topology.brokers[f"{trigger.namespace}/{trigger.broker}"]
+            group = f"knative-trigger-{trigger.namespace}-{trigger.name}"
             self.consumers.append(
                 ConsumerLoop(
                     trigger.name,
                     self.bootstrap,
-                    f"knative-trigger-{trigger.namespace}-{trigger.name}",
+                    group,
                     [broker.topic],
-                    self._settler(self._dispatch_trigger, trigger),
+                    self._settler(self._dispatch_trigger, trigger, group),
                 )
             )
         for source in self.topology.kafka_sources:
@@ -545,7 +546,7 @@ class Eventing:
                     self.bootstrap,
                     source.consumer_group,
                     source.topics,
-                    self._settler(self._dispatch_source, source),
+                    self._settler(self._dispatch_source, source, source.consumer_group),
                     initial_offset=source.initial_offset,
                 )
             )
@@ -625,11 +626,12 @@ class Eventing:
         attributes = {
             "messaging.system": "kafka",
             "messaging.operation.type": "send",
+            "messaging.operation.name": "send",
             "messaging.destination.name": topic,
             "messaging.message.id": str(event.get("id", "")),
         }
         parent = tracing.parent_of(event.get("traceparent"))
-        with tracing.span(f"{topic} send", SpanKind.PRODUCER, parent=parent, attributes=attributes) as current:
+        with tracing.span(f"send {topic}", SpanKind.PRODUCER, parent=parent, attributes=attributes) as current:
             message = shop_events.to_kafka(event, tracing.traceparent_of(current))
         done: asyncio.Future[None] = self.loop.create_future()
 
@@ -652,17 +654,19 @@ class Eventing:
     # dispatch
 
     def _settler(
-        self, dispatch: Callable[[Any, CloudEvent], Awaitable[None]], spec: Any
+        self, dispatch: Callable[[Any, CloudEvent], Awaitable[None]], spec: Any, group: str
     ) -> Callable[[list[Message]], None]:
         def settle(records: list[Message]) -> None:
             async def all_of() -> None:
-                await asyncio.gather(*(self._one(dispatch, spec, r) for r in records))
+                await asyncio.gather(*(self._one(dispatch, spec, group, r) for r in records))
 
             asyncio.run_coroutine_threadsafe(all_of(), self.loop).result()
 
         return settle
 
-    async def _one(self, dispatch: Callable[[Any, CloudEvent], Awaitable[None]], spec: Any, record: Message) -> None:
+    async def _one(
+        self, dispatch: Callable[[Any, CloudEvent], Awaitable[None]], spec: Any, group: str, record: Message
+    ) -> None:
         pairs = record.headers() or []
         headers = {k: v for k, v in (pairs.items() if isinstance(pairs, dict) else pairs) if isinstance(v, bytes)}
         try:
@@ -678,12 +682,14 @@ class Eventing:
         attributes: dict[str, str | int] = {
             "messaging.system": "kafka",
             "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
             "messaging.destination.name": record.topic() or "",
+            "messaging.consumer.group.name": group,
             "messaging.kafka.offset": record.offset() or 0,
             "messaging.message.id": str(event.get("id", "")),
         }
-        name = f"{record.topic()} process ({getattr(spec, 'name', '?')})"
-        with tracing.span(name, SpanKind.CONSUMER, parent=tracing.parent_of(traceparent), attributes=attributes):
+        parent = tracing.parent_of(traceparent)
+        with tracing.span(f"process {record.topic()}", SpanKind.CONSUMER, parent=parent, attributes=attributes):
             await dispatch(spec, event)
 
     async def _dispatch_trigger(self, trigger: Trigger, event: CloudEvent) -> None:

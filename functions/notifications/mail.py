@@ -16,8 +16,9 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import jinja2
+from opentelemetry.trace import SpanKind
 
-from functions.shared import events
+from functions.shared import events, tracing
 
 TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
@@ -81,15 +82,17 @@ class SmtpMailer:
 
     def send(self, email: Email) -> None:
         message = self._message(email)
-        try:
-            self._connection().send_message(message)
-        except smtplib.SMTPServerDisconnected:
-            # The server closed an idle connection before taking anything: open a new one, once.
-            self._drop()
-            self._connection().send_message(message)
-        except (smtplib.SMTPException, OSError):
-            self._drop()
-            raise
+        attributes: dict[str, str | int] = {"server.address": self.host, "server.port": self.port, "smtp.message_id": email.message_id}
+        with tracing.span("smtp send", SpanKind.CLIENT, attributes=attributes):
+            try:
+                self._connection().send_message(message)
+            except smtplib.SMTPServerDisconnected:
+                # The server closed an idle connection before taking anything: open a new one, once.
+                self._drop()
+                self._connection().send_message(message)
+            except (smtplib.SMTPException, OSError):
+                self._drop()
+                raise
         self._local.last_used = time.monotonic()
 
     def _message(self, email: Email) -> EmailMessage:

@@ -7,11 +7,10 @@ import smtplib
 from typing import Any
 
 from cloudevents.http import CloudEvent
-from opentelemetry.trace import SpanKind
 
 from functions.notifications.mail import Mailer, compose
 from functions.notifications.store import Claim, NotificationStore
-from functions.shared import metrics, problems, tracing
+from functions.shared import metrics, problems
 from functions.shared.logs import mask_email
 
 log = logging.getLogger("shop.notifications")
@@ -36,8 +35,7 @@ def send_notification(
             headers={"Retry-After": "1"},
         )
     try:
-        with tracing.span("smtp send", SpanKind.CLIENT, attributes={"messaging.message.id": email.message_id}):
-            mailer.send(email)
+        mailer.send(email)
     except (smtplib.SMTPException, OSError) as error:
         ledger.forget(event)
         # 503: Knative retries it with backoff, then dead-letters it.

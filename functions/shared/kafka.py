@@ -107,13 +107,14 @@ class KafkaPublisher:
             attributes = {
                 "messaging.system": "kafka",
                 "messaging.operation.type": "send",
+                "messaging.operation.name": "send",
                 "messaging.destination.name": topic,
                 "messaging.message.id": str(event["id"]),
                 "messaging.kafka.message.key": str(event.get("partitionkey", "")),
                 "cloudevents.event_type": str(event["type"]),
             }
             parent = tracing.parent_of(event.get("traceparent"))
-            with tracing.span(f"{topic} send", SpanKind.PRODUCER, parent=parent, attributes=attributes) as current:
+            with tracing.span(f"send {topic}", SpanKind.PRODUCER, parent=parent, attributes=attributes) as current:
                 message = events.to_kafka(event, tracing.traceparent_of(current))
                 try:
                     self._producer.produce(
