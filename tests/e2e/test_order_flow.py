@@ -78,6 +78,51 @@ def test_cancelling_gives_the_stock_back_and_emails_the_customer(
     assert shop.available(sku) == 5
 
 
+def test_customers_page_through_their_own_orders_and_admins_filter_all(
+    shop: Shop, customer: Callable[..., dict[str, str]]
+) -> None:
+    sku = shop.product(units=20)
+    suffix = uuid.uuid4().hex[:8]
+    ada = customer(email=f"ada-{suffix}@example.com")
+    bob = customer(email=f"bob-{suffix}@example.com")
+    ada_orders = [shop.order(ada, (sku, 1)).json()["orderNumber"] for _ in range(3)]
+    bob_order = shop.order(bob, (sku, 1)).json()["orderNumber"]
+    cancel = shop.ingress.call("order-cancel", "POST", f"/api/orders/{ada_orders[0]}/cancel", headers=ada)
+    assert cancel.status_code == 200, cancel.text
+
+    def listing(who: dict[str, str], **params: Any) -> dict[str, Any]:
+        answer = shop.ingress.call("order-list", "GET", "/api/orders", params=params, headers=who)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    def numbers(page: dict[str, Any]) -> list[str]:
+        return [o["orderNumber"] for o in page["items"]]
+
+    # A customer sees only their own orders, newest first, in pages.
+    assert numbers(listing(ada)) == ada_orders[::-1]
+    first, second = listing(ada, size=2, page=0), listing(ada, size=2, page=1)
+    assert (first["totalItems"], first["totalPages"]) == (3, 2)
+    assert numbers(first) + numbers(second) == ada_orders[::-1]
+    assert numbers(listing(ada, status="CANCELLED")) == [ada_orders[0]]
+    assert numbers(listing(bob)) == [bob_order]
+    # Filtering by someone else is for admins only.
+    bob_email = {"email": f"bob-{suffix}@example.com"}
+    refused = shop.ingress.call("order-list", "GET", "/api/orders", params=bob_email, headers=ada)
+    assert refused.status_code == 403 and problem_of(refused)["status"] == 403
+    # An admin sees everyone's, filtered by customer, email (any case) and status.
+    admin = shop.people.admin()
+    assert numbers(listing(admin, email=f"BOB-{suffix}@example.com")) == [bob_order]
+    ada_id = listing(ada)["items"][0]["customer"]["id"]
+    assert set(numbers(listing(admin, customer=ada_id, size=100))) == set(ada_orders)
+    assert numbers(listing(admin, customer=ada_id, status="PLACED")) == ada_orders[:0:-1]
+    everyone = listing(admin, size=100)  # newest first: ours are the latest
+    assert everyone["totalItems"] >= 4 and {bob_order, *ada_orders} <= set(numbers(everyone))
+    for bad in ({"status": "SHIPPED"}, {"size": "0"}, {"page": "-1"}, {"size": "many"}):
+        answer = shop.ingress.call("order-list", "GET", "/api/orders", params=bad, headers=admin)
+        assert answer.status_code == 400, (bad, answer.text)
+        assert problem_of(answer)["errors"][0]["field"] == next(iter(bad))
+
+
 def test_the_same_event_delivered_twice_sends_one_email(shop: Shop) -> None:
     golden = json.loads((EVENTS_DIR / "com.shop.order.placed.json").read_text())
     number = f"ORD-TWICE-{uuid.uuid4().hex[:8].upper()}"
