@@ -82,7 +82,11 @@ class SmtpMailer:
 
     def send(self, email: Email) -> None:
         message = self._message(email)
-        attributes: dict[str, str | int] = {"server.address": self.host, "server.port": self.port, "smtp.message_id": email.message_id}
+        attributes: dict[str, str | int] = {
+            "server.address": self.host,
+            "server.port": self.port,
+            "smtp.message_id": email.message_id,
+        }
         with tracing.span("smtp send", SpanKind.CLIENT, attributes=attributes):
             try:
                 self._connection().send_message(message)
