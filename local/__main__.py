@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import logging
 import os
 import shutil
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,9 +21,33 @@ if TYPE_CHECKING:
     from local.stack import Stack
 
 DATA_DIR = ROOT / ".local"
+LOCK_FILE = "running.lock"
+
+
+@contextlib.contextmanager
+def data_folder_lock(data_dir: Path, doing: str) -> Iterator[None]:
+    """Holds the data folder for one start (or reset) at a time; the OS drops the lock if we die."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with open(data_dir / LOCK_FILE, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            sys.exit(f"cannot {doing}: the shop is running on {data_dir} ({holder}); stop it first (Ctrl-C)")
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()}")
+        lock.flush()
+        yield
 
 
 def start(args: argparse.Namespace) -> None:
+    with data_folder_lock(args.data_dir, "start"):
+        _start(args)
+
+
+def _start(args: argparse.Namespace) -> None:
     from local.seed import seed_if_empty
     from local.stack import Stack, StackSettings
 
@@ -103,11 +130,12 @@ def token(args: argparse.Namespace) -> None:
 
 
 def reset(args: argparse.Namespace) -> None:
-    if args.data_dir.exists():
-        shutil.rmtree(args.data_dir)
-        print(f"removed {args.data_dir}")
-    else:
+    if not args.data_dir.exists():
         print(f"nothing to remove at {args.data_dir}")
+        return
+    with data_folder_lock(args.data_dir, "reset"):
+        shutil.rmtree(args.data_dir)
+    print(f"removed {args.data_dir}")
 
 
 def main() -> None:

@@ -211,6 +211,25 @@ class Bench:
                 "  (target >= 60%, <= 3 ms)",
             )
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time so far of each function (master and workers), the runtime and each server."""
+        owner: dict[int, str] = {}
+        for name, revision in self.stack.revisions.items():
+            if revision.running and revision.process is not None:
+                master = psutil.Process(revision.process.pid)
+                owner.update((p.pid, name) for p in [master, *master.children(recursive=True)])
+        me = psutil.Process()
+        totals: dict[str, float] = {}
+        for process in [me, *me.children(recursive=True)]:
+            try:
+                times = process.cpu_times()
+                name = owner.get(process.pid) or ("runtime" if process.pid == me.pid else _server_name(process))
+            except psutil.Error:
+                continue
+            if name != "load":
+                totals[name] = totals.get(name, 0.0) + times.user + times.system
+        return totals
+
     def cold(self) -> None:
         print("\nCold start: first request to a stopped function, 10 tries")
         timings = []
@@ -266,6 +285,7 @@ class Bench:
         body = '{"items": [{"skuCode": "bench_{rand:100}", "quantity": 1}]}'
         results = {}
         for connections in (8, 32):
+            cpu_before = self.cpu_seconds()
             results[connections] = self.load(
                 self.url("order-place", "/api/orders"),
                 connections,
@@ -279,6 +299,17 @@ class Bench:
                 f"{identity.HEADER}: {self.customer}",
             )
             self.row(f"order-place, {connections} connections", self.describe(results[connections]))
+        # Where the two cores went in the 32-connection run (the event pipeline runs meanwhile).
+        self.settle()
+        spent = self.cpu_seconds()
+        orders = results[32]["requests"]
+        used = {name: spent.get(name, 0.0) - cpu_before.get(name, 0.0) for name in spent}
+        top = sorted(used.items(), key=lambda item: -item[1])[:7]
+        self.row(
+            "CPU per order, 32 connections (run + its event pipeline)",
+            f"{sum(used.values()) / orders * 1000:.1f} ms: "
+            + ", ".join(f"{name} {seconds / orders * 1000:.1f}" for name, seconds in top),
+        )
         tps = self.pgbench("orders", HERE / "sql" / "place_order.sql", 32)
         self.row("pgbench, the order transaction, 32 clients", f"{tps:>8.1f} tx/s")
         self.row(
@@ -411,6 +442,14 @@ def kafka_latency(bootstrap: str, count: int) -> list[float]:
         producer.flush(5)
         consumer.close()
     return sorted(latencies)
+
+
+def _server_name(process: psutil.Process) -> str:
+    command = " ".join(process.cmdline())
+    for marker, name in (("postgres", "postgresql"), ("tansu", "kafka"), ("secantus", "mongodb"), ("load", "load")):
+        if marker in command:
+            return name
+    return process.name()
 
 
 def main() -> None:

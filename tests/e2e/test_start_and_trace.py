@@ -140,3 +140,20 @@ def test_one_order_is_one_trace_from_the_gateway_to_the_email(sink: OtlpSink, sh
     everything = "\n".join(logs.values())
     assert "Bearer " not in everything and "jane-password" not in everything
     assert not re.search(r"\bjane@example\.com\b", everything)
+
+
+def test_reset_or_a_second_start_is_refused_while_the_shop_runs(shop: tuple[str, Path]) -> None:
+    url, data = shop
+    before = sorted(p.name for p in data.iterdir())
+    for command in (["reset"], ["start", "--port", str(free_port())]):
+        refused = subprocess.run(
+            [sys.executable, "-m", "local", "--data-dir", str(data), *command],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert refused.returncode != 0, refused.stdout
+        assert "the shop is running" in refused.stderr, refused.stderr
+    assert sorted(p.name for p in data.iterdir()) == before
+    assert requests.get(f"{url}/api/products/pixel_8", timeout=60).status_code == 200
