@@ -14,7 +14,7 @@ from functions.shared.mongo_outbox import MongoOutbox
 from functions.shared.outbox import FastPathRelay
 
 if TYPE_CHECKING:
-    from functions.shared.kafka import KafkaPublisher
+    pass
 
 
 def now() -> datetime:
@@ -42,16 +42,8 @@ def outbox() -> MongoOutbox:
 
 
 @cache
-def publisher() -> KafkaPublisher:
-    # Imported here: functions that only read never load the Kafka client.
-    from functions.shared.kafka import KafkaPublisher
-
-    return KafkaPublisher(config().required("KAFKA_BOOTSTRAP_SERVERS"))
-
-
-@cache
 def fast_relay() -> FastPathRelay:
-    return FastPathRelay(lambda: outbox().relay(publisher()))
+    return FastPathRelay.of(outbox)
 
 
 def after_commit() -> None:

@@ -12,7 +12,7 @@ from functions.shared.postgres_outbox import PostgresOutbox
 from functions.shared.services import Reply, send
 
 if TYPE_CHECKING:
-    from functions.shared.kafka import KafkaPublisher
+    pass
 
 
 @cache
@@ -30,14 +30,6 @@ def outbox() -> Relay:
         database = mongo.client(settings.required("MONGODB_URI"))[settings.optional("OUTBOX_DATABASE", name)]
         return MongoOutbox(database, name)
     raise ConfigError(f"setting OUTBOX_STORE must be postgres or mongodb, got {kind!r}")
-
-
-@cache
-def publisher() -> KafkaPublisher:
-    # Imported here: functions that only read never load the Kafka client.
-    from functions.shared.kafka import KafkaPublisher
-
-    return KafkaPublisher(config().required("KAFKA_BOOTSTRAP_SERVERS"))
 
 
 @cache

@@ -7,7 +7,7 @@ import functions_framework
 from cloudevents.http import CloudEvent
 
 from functions.eventing import bootstrap, service
-from functions.shared import events, identity, metrics, problems, web
+from functions.shared import events, identity, metrics, outbox, problems, web
 
 web.install()
 REPLAY_PATH = re.compile(r"^/deadletters/(?P<id>\d{1,18})/replay/?$")
@@ -17,7 +17,7 @@ REPLAY_PATH = re.compile(r"^/deadletters/(?P<id>\d{1,18})/replay/?$")
 def outbox_relay(event: CloudEvent) -> None:
     """PingSource sweep: publish the outbox rows the fast path did not (Kafka was down, a process died)."""
     events.accept(event, {events.PING})
-    service.relay_outbox(bootstrap.outbox(), publisher=bootstrap.publisher())
+    service.relay_outbox(bootstrap.outbox(), publisher=outbox.publisher())
 
 
 @functions_framework.http

@@ -14,7 +14,7 @@ from functions.shared.postgres_outbox import PostgresOutbox
 from functions.shared.services import ServiceClient
 
 if TYPE_CHECKING:
-    from functions.shared.kafka import KafkaPublisher
+    pass
 
 
 @cache
@@ -28,16 +28,8 @@ def outbox() -> PostgresOutbox:
 
 
 @cache
-def publisher() -> KafkaPublisher:
-    # Imported here: functions that only read never load the Kafka client.
-    from functions.shared.kafka import KafkaPublisher
-
-    return KafkaPublisher(config().required("KAFKA_BOOTSTRAP_SERVERS"))
-
-
-@cache
 def fast_relay() -> FastPathRelay:
-    return FastPathRelay(lambda: outbox().relay(publisher()))
+    return FastPathRelay.of(outbox)
 
 
 def after_commit() -> None:
