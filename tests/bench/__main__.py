@@ -81,6 +81,11 @@ class Bench:
         ]
         return dict(json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout))
 
+    def post_as_customer(self, url: str, connections: int, body: str) -> dict[str, Any]:
+        """A load run POSTing `body` (JSON, with the load tool's placeholders) as the bench customer."""
+        headers = ["-H", "Content-Type: application/json", "-H", f"{identity.HEADER}: {self.customer}"]
+        return self.load(url, connections, "--method", "POST", "--body", body, *headers)
+
     def pgbench(self, database: str, script: Path, clients: int) -> float:
         assert self.stack.postgres is not None
         command = [
@@ -169,18 +174,7 @@ class Bench:
         print("\ninventory-reserve as order-place calls it (HTTP, 16 connections) vs the same SQL in pgbench")
         run = secrets.token_hex(3).upper()
         body = '{"orderNumber": "BENCH-' + run + '-{seq}", "items": [{"skuCode": "bench_{rand:100}", "quantity": 1}]}'
-        result = self.load(
-            self.url("inventory-reserve", "/reservations"),
-            16,
-            "--method",
-            "POST",
-            "--body",
-            body,
-            "-H",
-            "Content-Type: application/json",
-            "-H",
-            f"{identity.HEADER}: {self.customer}",
-        )
+        result = self.post_as_customer(self.url("inventory-reserve", "/reservations"), 16, body)
         tps = self.pgbench("inventory", HERE / "sql" / "reserve.sql", 16)
         self.row("inventory-reserve (HTTP, JSON, one line)", self.describe(result))
         self.row("pgbench, same statements, 16 clients", f"{tps:>8.1f} tx/s")
@@ -286,18 +280,7 @@ class Bench:
         results = {}
         for connections in (8, 32):
             cpu_before = self.cpu_seconds()
-            results[connections] = self.load(
-                self.url("order-place", "/api/orders"),
-                connections,
-                "--method",
-                "POST",
-                "--body",
-                body,
-                "-H",
-                "Content-Type: application/json",
-                "-H",
-                f"{identity.HEADER}: {self.customer}",
-            )
+            results[connections] = self.post_as_customer(self.url("order-place", "/api/orders"), connections, body)
             self.row(f"order-place, {connections} connections", self.describe(results[connections]))
         # Where the two cores went in the 32-connection run (the event pipeline runs meanwhile).
         self.settle()
@@ -362,18 +345,7 @@ class Bench:
                     for service in traced:
                         self.stack.set_env(service, OTEL_EXPORTER_OTLP_ENDPOINT=endpoint)
                     self.settle()
-                    result = self.load(
-                        self.url("order-place", "/api/orders"),
-                        16,
-                        "--method",
-                        "POST",
-                        "--body",
-                        body,
-                        "-H",
-                        "Content-Type: application/json",
-                        "-H",
-                        f"{identity.HEADER}: {self.customer}",
-                    )
+                    result = self.post_as_customer(self.url("order-place", "/api/orders"), 16, body)
                     runs[mode].append(result["rps"])
                     self.row(f"order-place, tracing {mode}", self.describe(result))
             for service in traced:
