@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent, from_http
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -372,6 +372,7 @@ class ConsumerLoop(threading.Thread):
         self.settle = settle
         self.stopping = threading.Event()
         self.assigned = threading.Event()
+        self.from_the_start = threading.Event()
         self._lag_measured = 0.0
         self.consumer = Consumer(
             {
@@ -416,6 +417,8 @@ class ConsumerLoop(threading.Thread):
 
     def _round(self) -> None:
         """Polls a batch, settles every record, commits; a failure rewinds to redeliver the batch."""
+        if self.from_the_start.is_set():
+            self._seek_to_beginning()
         self._measure_lag()
         first = self.consumer.poll(0.2)
         if first is None:
@@ -459,6 +462,18 @@ class ConsumerLoop(threading.Thread):
                 self.consumer.seek(TopicPartition(topic, partition, offset))
             except KafkaException as error:
                 log.warning("%s: could not rewind %s[%d]: %s", self.name, topic, partition, error)
+
+    def _seek_to_beginning(self) -> None:
+        """The broker restarted empty: the positions held from before point into (or past) the
+        records it has taken since, so every assigned partition is read again from its start.
+        What was already delivered comes again, and idempotent consumers absorb it."""
+        try:
+            for partition in self.consumer.assignment():
+                self.consumer.seek(TopicPartition(partition.topic, partition.partition, OFFSET_BEGINNING))
+        except KafkaException as error:
+            log.info("%s: not rewound yet (%s); trying again", self.name, error)
+            return
+        self.from_the_start.clear()
 
     def stop(self) -> None:
         self.stopping.set()
@@ -571,6 +586,11 @@ class Eventing:
                 await asyncio.to_thread(self.ensure_topics)
             except Exception as error:  # noqa: BLE001 - Kafka down: try again next round
                 log.debug("topics not reconciled: %s", error)
+
+    def broker_lost_its_records(self) -> None:
+        """After the embedded (in-memory) broker restarts: every consumer reads its topics from the start."""
+        for consumer in self.consumers:
+            consumer.from_the_start.set()
 
     async def wait_ready(self, timeout: float = 30) -> None:
         """Until every consumer has its partitions (groups join in a few seconds)."""

@@ -18,6 +18,7 @@ import time
 import uuid
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -354,6 +355,17 @@ class EmbeddedKafka(_ServerProcess):
     def __init__(self, port: int | None = None, log_dir: Path | None = None) -> None:
         super().__init__(port, log_dir)
         self.bootstrap_servers = f"{HOST}:{self.port}"
+        # Called after a restart: the broker came back empty, so consumers' positions are stale.
+        self.on_restart: list[Callable[[], None]] = []
+        self._started_before = False
+
+    def start(self) -> None:
+        running = self._process is not None
+        super().start()
+        if not running and self._started_before:
+            for listener in self.on_restart:
+                listener()
+        self._started_before = True
 
     def _command(self) -> list[str]:
         listener = f"tcp://{HOST}:{self.port}"

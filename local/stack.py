@@ -334,6 +334,8 @@ class Stack:
         self._tasks.append(asyncio.create_task(self.autoscaler.run()))
         await self.autoscaler.start_min_scale()
         self.eventing = Eventing(self.topology, self.kafka_bootstrap, asyncio.get_running_loop(), self.send)
+        if self.kafka is not None:
+            self.kafka.on_restart.append(self.eventing.broker_lost_its_records)
         await self.eventing.start()
         await self.eventing.wait_ready()
 
@@ -350,6 +352,8 @@ class Stack:
         if self.autoscaler is not None:
             self.autoscaler.cancel_restarts()
         if self.eventing:
+            if self.kafka is not None:
+                self.kafka.on_restart.remove(self.eventing.broker_lost_its_records)
             await self.eventing.stop()
         await asyncio.gather(*(r.stop() for r in self.revisions.values()))
         if self._runner:

@@ -73,7 +73,17 @@ def test_orders_placed_while_kafka_is_down_are_all_delivered_once_it_is_back(
         shop.fire("outbox-relay-orders")
         return all(shop.mails_about(n) for n in numbers)
 
-    eventually(all_mailed, timeout=120, interval=2)
+    try:
+        eventually(all_mailed, timeout=120, interval=2)
+    except AssertionError as error:
+        missing = [n for n in numbers if not shop.mails_about(n)]
+        unsent = shop.sql(
+            "orders", "SELECT count(*) FROM outbox WHERE sent_at IS NULL AND partition_key = ANY(%s)", numbers
+        )
+        assert shop.stack.eventing is not None
+        raise AssertionError(
+            f"{error}: no mail for {missing}; unsent outbox rows {unsent}; eventing {shop.stack.eventing.stats}"
+        ) from None
     time.sleep(3)  # a duplicate would arrive right behind the first copy
     assert all(len(shop.mails_about(n)) == 1 for n in numbers)
     assert shop.sql(
