@@ -102,14 +102,24 @@ def test_one_order_is_one_trace_from_the_gateway_to_the_email(sink: OtlpSink, sh
         "notification-send",
     }
 
-    def complete() -> list[Span]:
-        spans = sink.trace(trace_id)
-        return spans if expected <= {s.service for s in spans} and any(s.name == "smtp send" for s in spans) else []
+    def orphans(spans: list[Span]) -> list[tuple[str, str]]:
+        """Spans whose parent is neither our request nor another span of this trace (so far)."""
+        ids = {s.span_id for s in spans}
+        return [(s.service, s.name) for s in spans if s.parent_id != root and s.parent_id not in ids]
 
-    spans = eventually(complete, timeout=60, interval=0.5)
+    def complete() -> list[Span]:
+        # Each process exports in its own batches: wait for the services, the email's span, and
+        # every parent (a parent still in another process's batch arrives a moment later).
+        spans = sink.trace(trace_id)
+        mailed = any(s.name == "smtp send" for s in spans)
+        return spans if expected <= {s.service for s in spans} and mailed and not orphans(spans) else []
+
+    try:
+        spans = eventually(complete, timeout=60, interval=0.5)
+    except AssertionError:
+        spans = sink.trace(trace_id)
+        raise AssertionError(f"services {sorted({s.service for s in spans})}, orphans {orphans(spans)}") from None
     by_id = {s.span_id: s for s in spans}
-    for span in spans:  # every span hangs off our request or another span of this trace
-        assert span.parent_id == root or span.parent_id in by_id, (span.service, span.name)
     names = {s.name for s in spans}
     assert {"send shop.orders", "send knative-broker-shop-shop"} <= names
     assert any(n == "process shop.orders" for n in names)
