@@ -11,7 +11,7 @@ from typing import Any
 from opentelemetry import trace
 
 # Attributes a record may carry through `extra=` that belong in the JSON line.
-CONTEXT_FIELDS = ("order_number", "sku", "event_id", "event_type", "status", "duration_ms")
+CONTEXT_FIELDS = ("order_number", "sku", "event_id", "event_type", "app", "instance_id", "status", "duration_ms")
 _configured = False
 
 
