@@ -47,6 +47,7 @@ def install() -> None:
     app.register_error_handler(problems.Problem, _problem_response)
     app.register_error_handler(HTTPException, _http_error_response)
     app.register_error_handler(ConfigError, _config_error_response)
+    app.register_error_handler(RecursionError, _too_deep_response)
     app.register_error_handler(Exception, _crash_response)
     app.add_url_rule("/metrics", "shop_metrics", _metrics, methods=["GET"])
     app.add_url_rule("/healthz", "shop_health", _health, methods=["GET"])
@@ -127,7 +128,10 @@ def _event_type(request: flask.Request) -> str:
     """The event's type, if it is one of ours (a label value must not come unchecked from a sender)."""
     event_type = request.headers.get("ce-type")
     if event_type is None:
-        body = request.get_json(force=True, silent=True)
+        try:
+            body = request.get_json(force=True, silent=True)
+        except RecursionError:
+            body = None
         event_type = body.get("type") if isinstance(body, dict) else None
     return event_type if event_type in events.EVENT_TYPES or event_type == events.PING else "other"
 
@@ -157,6 +161,11 @@ def _http_error_response(error: HTTPException) -> flask.Response:
         detail = "not a valid CloudEvent: id, source, type and specversion 1.0 are required"
     slug = error.name.lower().replace(" ", "-")
     return problem(problems.Problem(status, error.name, detail, slug))
+
+
+def _too_deep_response(_: RecursionError) -> flask.Response:
+    """A body nested deeper than a parser (ours or the framework's CloudEvent one) can follow: the sender's fault."""
+    return problem(problems.invalid_field("body", "the JSON nests too deeply to read"))
 
 
 def _config_error_response(error: ConfigError) -> flask.Response:

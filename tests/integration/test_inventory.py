@@ -377,3 +377,12 @@ def test_bad_checks_are_refused(inventory: Callable[[str], FlaskClient], query: 
     response = inventory("inventory_check").get(f"/api/inventory?{query}")
     assert response.status_code == 400
     assert problem_of(response)["errors"]
+
+
+@pytest.mark.parametrize("target", ["inventory_release", "inventory_track"])
+def test_a_structured_cloudevent_nested_too_deep_is_a_400(inventory: Callable[[str], FlaskClient], target: str) -> None:
+    """Deeper than the JSON parser's recursion: refused like any malformed event, never a 500."""
+    body = b'{"specversion": "1.0", "id": "x", "source": "/t", "type": "t", "data": ' + b"[" * 200_000 + b"}"
+    response = inventory(target).post("/", data=body, content_type="application/cloudevents+json")
+    assert response.status_code == 400, response.get_data(as_text=True)[:300]
+    assert response.content_type == "application/problem+json"
