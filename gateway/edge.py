@@ -246,9 +246,7 @@ class Gateway:
             raise problems.forbidden(f"origin {origin!r} may not call this API from a browser")
         response = flask.Response(status=204)
         response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
-        response.headers["Access-Control-Allow-Headers"] = (
-            "Authorization, Content-Type, Idempotency-Key, If-Match, X-Request-Id"
-        )
+        response.headers["Access-Control-Allow-Headers"] = ALLOWED_HEADERS
         response.headers["Access-Control-Max-Age"] = "600"
         return response
 
@@ -263,9 +261,7 @@ class Gateway:
         origin = request.headers.get("Origin")
         if origin and origin in self.cors_origins:
             response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Access-Control-Expose-Headers"] = (
-                "Location, ETag, Retry-After, X-Request-Id, Idempotent-Replayed"
-            )
+            response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
             response.headers.add("Vary", "Origin")
         return response
 

@@ -123,6 +123,3 @@ class RouteTable:
                 headers={"Allow": methods},
             )
         raise problems.not_found(f"no API at {path}; the API is described at /openapi.json")
-
-    def services(self) -> set[str]:
-        return {r.service for r in self.routes}

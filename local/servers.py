@@ -51,14 +51,18 @@ STOP_TIMEOUT = 10.0
 POSTGRES_SYSTEM_USER = "embedded_postgres"
 
 
+# Looked up once here: loading a library in a forked child of a threaded process can deadlock.
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+
+
 def die_with_parent(signum: int) -> None:
     """In a child between fork and exec: have the kernel send `signum` when the parent dies.
 
     Servers run in their own sessions (Ctrl-C reaches only the runtime, which stops them in
     order), so without this a runtime killed with SIGKILL would leave them running.
     """
-    if sys.platform == "linux":
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum)
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signum)
 
 
 def free_port() -> int:

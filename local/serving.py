@@ -233,7 +233,6 @@ class Ingress:
         self.namespace = namespace
         self.default_service = default_service
         self.http: aiohttp.ClientSession | None = None
-        self.extra_routes: list[Callable[[web.Request], Any]] = []
 
     async def open(self) -> None:
         self.http = aiohttp.ClientSession(
@@ -359,6 +358,3 @@ class Autoscaler:
         """Stops restarting services (the runtime is shutting down)."""
         for task in self._restarts:
             task.cancel()
-
-    async def stop_all(self) -> None:
-        await asyncio.gather(*(r.stop() for r in self.revisions.values()))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from functools import cache
-from typing import TYPE_CHECKING
 
 from functions.catalog.store import MongoProductStore
 from functions.catalog.view import CatalogView
@@ -12,9 +11,6 @@ from functions.shared import mongo
 from functions.shared.config import config
 from functions.shared.mongo_outbox import MongoOutbox
 from functions.shared.outbox import FastPathRelay
-
-if TYPE_CHECKING:
-    pass
 
 
 def now() -> datetime:

@@ -33,6 +33,8 @@ class CatalogView:
 
     def start(self) -> None:
         """Loads the snapshot and starts following changes (once per process)."""
+        if self._ready.is_set():  # every read calls this: no lock once the view is loaded
+            return
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._follow, name="catalog-view", daemon=True)

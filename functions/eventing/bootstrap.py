@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 from functools import cache
-from typing import TYPE_CHECKING
 
 from functions.eventing.deadletters import PostgresDeadLetterStore
 from functions.shared.config import ConfigError, config
 from functions.shared.outbox import Relay
 from functions.shared.postgres_outbox import PostgresOutbox
 from functions.shared.services import Reply, send
-
-if TYPE_CHECKING:
-    pass
 
 
 @cache

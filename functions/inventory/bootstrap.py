@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 from functools import cache
-from typing import TYPE_CHECKING
 
 from functions.inventory.orders import HttpOrderStates
 from functions.inventory.store import PostgresInventoryStore
@@ -12,9 +11,6 @@ from functions.shared.config import config
 from functions.shared.outbox import FastPathRelay
 from functions.shared.postgres_outbox import PostgresOutbox
 from functions.shared.services import ServiceClient
-
-if TYPE_CHECKING:
-    pass
 
 
 @cache

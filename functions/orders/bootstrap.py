@@ -6,7 +6,6 @@ import secrets
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import cache
-from typing import TYPE_CHECKING
 
 from functions.orders.store import PostgresOrderStore
 from functions.orders.upstreams import HttpCatalog, HttpInventory
@@ -14,9 +13,6 @@ from functions.shared.config import config
 from functions.shared.outbox import FastPathRelay
 from functions.shared.postgres_outbox import PostgresOutbox
 from functions.shared.services import ServiceClient
-
-if TYPE_CHECKING:
-    pass
 
 
 def now() -> datetime:

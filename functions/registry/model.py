@@ -154,10 +154,6 @@ class Instance:
             return None
         return self.lease.last_renewal_ms + self.info.lease_duration_seconds * 1000
 
-    def expired(self, now_ms: int) -> bool:
-        expires = self.expires_ms
-        return expires is not None and now_ms > expires
-
     def as_record(self) -> dict[str, Any]:
         return {
             "info": self.info.as_record(),
@@ -210,11 +206,10 @@ class InstanceRef:
 
 @dataclass(frozen=True)
 class Renew:
-    """PUT /eureka/apps/{APP}/{id}: the heartbeat; `status` is what the client reports, used by nothing but logs."""
+    """PUT /eureka/apps/{APP}/{id}: the heartbeat (the status a client reports is checked, not kept)."""
 
     ref: InstanceRef
     last_dirty_ms: int | None = None
-    status: Status | None = None
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,8 @@ def instance_id_of(raw: str) -> str:
 def renew_command(ref: InstanceRef, args: Mapping[str, str]) -> Renew:
     """Unknown query parameters are ignored, as Eureka does: clients add their own."""
     _status(args, "overriddenstatus")
-    return Renew(ref, _timestamp(args, "lastDirtyTimestamp"), _status(args, "status"))
+    _status(args, "status")
+    return Renew(ref, _timestamp(args, "lastDirtyTimestamp"))
 
 
 def override_command(ref: InstanceRef, args: Mapping[str, str]) -> OverrideStatus:

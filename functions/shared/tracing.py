@@ -70,11 +70,6 @@ def inject(headers: dict[str, str]) -> dict[str, str]:
     return headers
 
 
-def context_from(carrier: Mapping[str, str]) -> Context:
-    """A context whose parent is the span named by `traceparent` (and `tracestate`) in carrier."""
-    return propagate.extract(dict(carrier))
-
-
 def parent_of(traceparent: object) -> Context:
     """The context a span should start in to continue the trace `traceparent` names (if any)."""
     return propagate.extract({"traceparent": traceparent}) if isinstance(traceparent, str) else context.get_current()

@@ -10,7 +10,7 @@ import flask
 import pytest
 
 from functions.registry import parse
-from functions.registry.model import DataCenter, InstanceRef, Port, Status
+from functions.registry.model import DataCenter, InstanceRef, Port, Renew, Status
 from functions.shared.problems import Problem
 
 APP = flask.Flask(__name__)
@@ -186,7 +186,7 @@ def test_the_path_app_must_be_a_name() -> None:
 def test_query_parameters_of_heartbeats_and_overrides() -> None:
     ref = InstanceRef("ORDERS", "i-1")
     renew = parse.renew_command(ref, {"status": "UP", "lastDirtyTimestamp": "17", "extra": "ignored"})
-    assert (renew.status, renew.last_dirty_ms) == (Status.UP, 17)
+    assert renew == Renew(ref, last_dirty_ms=17)
     assert parse.override_command(ref, {"value": "OUT_OF_SERVICE"}).status is Status.OUT_OF_SERVICE
     assert parse.remove_override_command(ref, {}).status is None
     for call, args, field in [
