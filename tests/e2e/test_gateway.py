@@ -149,15 +149,15 @@ def test_the_circuit_opens_fails_fast_half_opens_and_closes(stack: Any, api: str
         assert statuses == [503, 503, 503]
         assert metric(api, "shop_gateway_circuit_state", upstream="product-get") == 2  # open
         attempts = metric(api, "shop_gateway_upstream_requests_total", upstream="product-get", outcome="error")
-        started = time.perf_counter()
         fast = requests.get(f"{api}/api/products/iphone_15", timeout=30)
         assert fast.status_code == 503 and "circuit open" in problem_of(fast)["detail"]
-        assert int(fast.headers["Retry-After"]) >= 1 and time.perf_counter() - started < 0.5
+        assert int(fast.headers["Retry-After"]) >= 1
+        # Failing fast: the open circuit answered without trying the upstream.
         assert metric(api, "shop_gateway_upstream_requests_total", upstream="product-get", outcome="error") == attempts
     finally:
         stack.suspend("product-get", False)
-    time.sleep(5.2)  # openSeconds
-    assert metric(api, "shop_gateway_circuit_state", upstream="product-get") == 1  # half-open
+    # Half-open once openSeconds (5) have passed.
+    eventually(lambda: metric(api, "shop_gateway_circuit_state", upstream="product-get") == 1, timeout=15)
     for _ in range(3):  # halfOpenCalls trial calls, all answered (a 404 is an answer, not a failure)
         assert requests.get(f"{api}/api/products/iphone_15", timeout=30).status_code < 500
     assert metric(api, "shop_gateway_circuit_state", upstream="product-get") == 0  # closed
@@ -172,8 +172,12 @@ def test_the_rate_limit_trips_and_recovers(stack: Any, api: str) -> None:
     limited = requests.post(f"{api}/api/orders", json={}, headers=headers, timeout=30)
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
     assert metric(api, "shop_gateway_rate_limited_total", route="/api/orders") > rejected_before
-    time.sleep(1.0)
-    assert requests.post(f"{api}/api/orders", json={}, headers=headers, timeout=30).status_code == 400
+    # The bucket refills (5 a second): the next request gets through to validation again.
+    eventually(
+        lambda: requests.post(f"{api}/api/orders", json={}, headers=headers, timeout=30).status_code == 400,
+        timeout=10,
+        interval=0.3,
+    )
 
 
 def test_a_post_is_never_retried_but_a_get_is(stack: Any, api: str) -> None:
@@ -200,11 +204,13 @@ def test_a_post_is_never_retried_but_a_get_is(stack: Any, api: str) -> None:
 def test_an_upstream_timeout_is_a_504_problem(stack: Any, api: str) -> None:
     stack.set_env("inventory-check", SHOP_FAULTS="delay:5")
     try:
-        started = time.perf_counter()
+        before = metric(api, "shop_gateway_upstream_requests_total", upstream="inventory-check", outcome="timeout")
         response = requests.get(f"{api}/api/inventory?skuCode=iphone_15", timeout=60)
         assert response.status_code == 504
         assert "did not answer within 3s" in problem_of(response)["detail"]
-        assert time.perf_counter() - started < 20  # 3 s per attempt, 4 attempts at most, plus backoff
+        # Each attempt timed out (a GET is retried: one try plus at most three retries).
+        timeouts = metric(api, "shop_gateway_upstream_requests_total", upstream="inventory-check", outcome="timeout")
+        assert 1 <= timeouts - before <= 4
     finally:
         stack.set_env("inventory-check", SHOP_FAULTS="")
 
@@ -266,6 +272,11 @@ def test_identity_cannot_be_smuggled_past_the_gateway(stack: Any, api: str, peop
     forged = people.admin()  # a header only the gateway should be able to make, sent by a client
     response = requests.get(f"{api}/api/deadletters", headers=forged, timeout=30)
     assert response.status_code == 401
+    # On a public route the gateway forwards the request: product-list would honour an admin's
+    # includeInactive, so a 403 shows the forged header was dropped on the way.
+    listing = requests.get(f"{api}/api/products?includeInactive=true", headers=forged, timeout=30)
+    assert listing.status_code == 403, listing.text
+    assert "admin" in problem_of(listing)["detail"]
 
 
 def test_an_admin_stocks_a_product_and_a_customer_buys_it_through_the_gateway(stack: Any, api: str) -> None:

@@ -51,10 +51,12 @@ def shop(sink: OtlpSink, tmp_path_factory: pytest.TempPathFactory) -> Iterator[t
     try:
         deadline = time.monotonic() + 180
         assert process.stdout is not None
+        running = False
         for line in process.stdout:
-            if "The shop is running" in line or time.monotonic() > deadline:
+            running = "The shop is running" in line
+            if running or time.monotonic() > deadline:
                 break
-        assert process.poll() is None, "the shop did not start"
+        assert running and process.poll() is None, "the shop did not start"
         yield f"http://127.0.0.1:{port}", data
     finally:
         # Ctrl-C, as a user stops it: every process it started must be gone afterwards.

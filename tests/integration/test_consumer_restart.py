@@ -7,7 +7,6 @@ it takes afterwards; read from there, the first ones would never be delivered.
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -53,7 +52,6 @@ def test_records_written_after_a_broker_restart_are_all_delivered(tmp_path: Path
             after = [f"after-{i}" for i in range(10)]
             produce(kafka.bootstrap_servers, after)
             eventually(lambda: set(after) <= set(seen), timeout=60, interval=0.5)
-            time.sleep(1)
         finally:
             consumer.stop()
             consumer.join(15)
