@@ -6,10 +6,12 @@
 
 Every command is derived from the YAML, so the manifests stay the single source of truth.
 Knative Services go through `kn service create -f` (the file as written, replaced with
---force). Brokers, attribute-filtered Triggers, PingSources and KafkaSources become their
-`kn` commands; what `kn` cannot express (the Namespace and ConfigMaps, Strimzi KafkaTopics,
-Triggers using the `filters` dialect) is applied with `kubectl apply -f -`. Secrets are not
-deployed: create them from your secret manager (knative/config/secrets.example.yaml lists them).
+--force). Brokers, Triggers, PingSources and KafkaSources become their `kn` commands when
+every field they set has a `kn` flag; anything else (the Namespace and ConfigMaps, Strimzi
+KafkaTopics, a Trigger using the `filters` dialect, a source with delivery settings or an
+initial offset, a PingSource with a content type) is applied as written with
+`kubectl apply -f -`, so no field is dropped on the way. Secrets are not deployed: create them
+from your secret manager (knative/config/secrets.example.yaml lists them).
 """
 
 from __future__ import annotations
@@ -75,6 +77,28 @@ def _delivery_flags(delivery: Mapping[str, Any] | None, dead_letter_flag: str) -
     return flags
 
 
+# The spec fields each `kn ... create` below carries as flags (and the delivery fields it maps).
+KN_FIELDS: Mapping[str, frozenset[str]] = {
+    "Broker": frozenset({"config", "delivery"}),
+    "Trigger": frozenset({"broker", "subscriber", "filter"}),
+    "PingSource": frozenset({"schedule", "sink", "data"}),
+    "KafkaSource": frozenset({"bootstrapServers", "topics", "consumerGroup", "sink"}),
+}
+KN_DELIVERY_FIELDS = frozenset({"deadLetterSink", "retry", "backoffPolicy", "backoffDelay"})
+
+
+def kn_can_express(document: Mapping[str, Any]) -> bool:
+    """Whether a `kn` command would carry every field of this eventing document."""
+    spec = document.get("spec", {})
+    fields = KN_FIELDS.get(document["kind"])
+    return (
+        fields is not None
+        and set(spec) <= fields
+        and set(spec.get("delivery") or {}) <= KN_DELIVERY_FIELDS
+        and set(spec.get("filter") or {}) <= {"attributes"}
+    )
+
+
 def _kubectl(document: Mapping[str, Any], source: str) -> Step:
     return Step(("kubectl", "apply", "-f", "-"), yaml.safe_dump(dict(document), sort_keys=False), source)
 
@@ -85,6 +109,9 @@ def eventing_step(document: Mapping[str, Any], source: str) -> Step:
     spec = document.get("spec", {})
     name, namespace = metadata["name"], metadata.get("namespace", "default")
     base = ("-n", namespace)
+    if not kn_can_express(document):
+        # Namespace, ConfigMap, KafkaTopic (Strimzi), and whatever sets a field kn has no flag for.
+        return _kubectl(document, source)
     if kind == "Broker":
         broker_class = metadata.get("annotations", {}).get("eventing.knative.dev/broker.class", "MTChannelBasedBroker")
         argv = ["kn", "broker", "create", name, *base, "--class", broker_class]
@@ -93,7 +120,7 @@ def eventing_step(document: Mapping[str, Any], source: str) -> Step:
             argv += ["--broker-config", f"cm:{config['name']}"]
         argv += _delivery_flags(spec.get("delivery"), "--dl-sink")
         return Step(tuple(argv), source=source)
-    if kind == "Trigger" and not spec.get("filters"):
+    if kind == "Trigger":
         argv = ["kn", "trigger", "create", name, *base, "--broker", spec["broker"], "--sink", _sink(spec["subscriber"])]
         for key, value in spec.get("filter", {}).get("attributes", {}).items():
             argv += ["--filter", f"{key}={value}"]
@@ -114,26 +141,24 @@ def eventing_step(document: Mapping[str, Any], source: str) -> Step:
         if spec.get("data"):
             argv += ["--data", spec["data"]]
         return Step(tuple(argv), source=source)
-    if kind == "KafkaSource":
-        argv = [
-            "kn",
-            "source",
-            "kafka",
-            "create",
-            name,
-            *base,
-            "--servers",
-            ",".join(spec["bootstrapServers"]),
-            "--topics",
-            ",".join(spec["topics"]),
-            "--consumergroup",
-            spec["consumerGroup"],
-            "--sink",
-            _sink(spec["sink"]),
-        ]
-        return Step(tuple(argv), source=source)
-    # Namespace, ConfigMap, KafkaTopic (Strimzi) and `filters`-dialect Triggers.
-    return _kubectl(document, source)
+    # A KafkaSource (the last kind in KN_FIELDS).
+    argv = [
+        "kn",
+        "source",
+        "kafka",
+        "create",
+        name,
+        *base,
+        "--servers",
+        ",".join(spec["bootstrapServers"]),
+        "--topics",
+        ",".join(spec["topics"]),
+        "--consumergroup",
+        spec["consumerGroup"],
+        "--sink",
+        _sink(spec["sink"]),
+    ]
+    return Step(tuple(argv), source=source)
 
 
 def plan(image: str | None = None) -> list[Step]:
