@@ -63,7 +63,6 @@ CONSUMER_LAG = Gauge(
     ["group", "topic"],
     registry=REGISTRY,
 )
-RETRYABLE = frozenset({404, 408, 409, 429})
 ERROR_DATA_MAX = 1024
 ISO_DURATION = re.compile(r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$")
 BROKER_INGRESS_HOST = "kafka-broker-ingress.knative-eventing"
@@ -643,16 +642,6 @@ class Eventing:
         return 202, ""
 
     async def produce(self, topic: str, event: CloudEvent) -> None:
-        attributes = {
-            "messaging.system": "kafka",
-            "messaging.operation.type": "send",
-            "messaging.operation.name": "send",
-            "messaging.destination.name": topic,
-            "messaging.message.id": str(event.get("id", "")),
-        }
-        parent = tracing.parent_of(event.get("traceparent"))
-        with tracing.span(f"send {topic}", SpanKind.PRODUCER, parent=parent, attributes=attributes) as current:
-            message = shop_events.to_kafka(event, tracing.traceparent_of(current))
         done: asyncio.Future[None] = self.loop.create_future()
 
         def settle(error: KafkaError | None) -> None:
@@ -666,9 +655,14 @@ class Eventing:
         def delivered(error: KafkaError | None, _: Any) -> None:
             self.loop.call_soon_threadsafe(settle, error)
 
-        self.producer.produce(
-            topic, key=message.key, value=message.value, headers=list(message.headers.items()), on_delivery=delivered
-        )
+        with shop_kafka.sending(topic, event) as message:
+            self.producer.produce(
+                topic,
+                key=message.key,
+                value=message.value,
+                headers=list(message.headers.items()),
+                on_delivery=delivered,
+            )
         await asyncio.wait_for(done, 15)
 
     # dispatch
@@ -733,7 +727,7 @@ class Eventing:
                 await asyncio.sleep(delivery.backoff(attempt))
             outcome = await self._post(event, destination, delivery.timeout)
             outcome = Outcome(outcome.delivered, outcome.status, outcome.body, outcome.reply, attempt + 1)
-            if outcome.delivered or not (outcome.status == 0 or outcome.status >= 500 or outcome.status in RETRYABLE):
+            if outcome.delivered or not shop_events.delivery_retried(outcome.status):
                 break
         if outcome.delivered:
             self.stats["delivered"] += 1

@@ -94,6 +94,15 @@ def check_data(event_type: str, data: Any) -> None:
         )
 
 
+# Answers Knative's delivery retries (then dead-letters); any other 4xx is dead-lettered at once.
+RETRIED_STATUSES = frozenset({404, 408, 409, 429})
+
+
+def delivery_retried(status: int) -> bool:
+    """Whether a subscriber's answer makes Knative deliver again (0: no answer at all)."""
+    return status == 0 or status >= 500 or status in RETRIED_STATUSES
+
+
 def accept(event: CloudEvent, expected: frozenset[str] | set[str]) -> dict[str, Any]:
     """Checks an incoming event's context and data; returns its data as a dict.
 

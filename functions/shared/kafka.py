@@ -6,10 +6,12 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from cloudevents.http import CloudEvent
+from cloudevents.kafka import KafkaMessage
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from opentelemetry.trace import SpanKind
@@ -17,6 +19,27 @@ from opentelemetry.trace import SpanKind
 from functions.shared import events, tracing
 
 log = logging.getLogger("shop.kafka")
+
+
+@contextmanager
+def sending(topic: str, event: CloudEvent) -> Iterator[KafkaMessage]:
+    """The Kafka record of `event`, inside its PRODUCER span (OpenTelemetry messaging conventions).
+
+    The span continues the trace the event carries, even when a relay sends it minutes after
+    the request that wrote it (the outbox kept its traceparent); the record carries the span on.
+    """
+    attributes = {
+        "messaging.system": "kafka",
+        "messaging.operation.type": "send",
+        "messaging.operation.name": "send",
+        "messaging.destination.name": topic,
+        "messaging.message.id": str(event.get("id", "")),
+        "messaging.kafka.message.key": str(event.get("partitionkey", "")),
+        "cloudevents.event_type": str(event.get("type", "")),
+    }
+    parent = tracing.parent_of(event.get("traceparent"))
+    with tracing.span(f"send {topic}", SpanKind.PRODUCER, parent=parent, attributes=attributes) as current:
+        yield events.to_kafka(event, tracing.traceparent_of(current))
 
 
 class Throttle(logging.Filter):
@@ -102,20 +125,7 @@ class KafkaPublisher:
 
     def _send(self, batch: Sequence[tuple[str, CloudEvent]], delivered: Any, failures: list[str]) -> None:
         for topic, event in batch:
-            # A span per record, in the trace of the request that wrote the event, even when
-            # the relay sends it minutes later: the outbox kept the event's traceparent.
-            attributes = {
-                "messaging.system": "kafka",
-                "messaging.operation.type": "send",
-                "messaging.operation.name": "send",
-                "messaging.destination.name": topic,
-                "messaging.message.id": str(event["id"]),
-                "messaging.kafka.message.key": str(event.get("partitionkey", "")),
-                "cloudevents.event_type": str(event["type"]),
-            }
-            parent = tracing.parent_of(event.get("traceparent"))
-            with tracing.span(f"send {topic}", SpanKind.PRODUCER, parent=parent, attributes=attributes) as current:
-                message = events.to_kafka(event, tracing.traceparent_of(current))
+            with sending(topic, event) as message:
                 try:
                     self._producer.produce(
                         topic,

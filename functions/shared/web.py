@@ -114,14 +114,10 @@ def _record(response: flask.Response) -> flask.Response:
     return response
 
 
-# Statuses Knative's delivery retries (then dead-letters); any other 4xx is dead-lettered at once.
-RETRIED_STATUSES = frozenset({404, 408, 409, 429})
-
-
 def _delivery_outcome(status: int) -> str:
     if status < 400:
         return "processed"
-    return "failed" if status >= 500 or status in RETRIED_STATUSES else "rejected"
+    return "failed" if events.delivery_retried(status) else "rejected"
 
 
 def _event_type(request: flask.Request) -> str:
