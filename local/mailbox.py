@@ -10,10 +10,12 @@ that folder on every request, so messages appear as they arrive.
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import re
 from email.message import EmailMessage
+from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +40,8 @@ def _not_found(request: web.Request, detail: str) -> web.Response:
 
 
 def summary(path: Path) -> dict[str, Any]:
-    message = _parse(path)
+    with path.open("rb") as file:  # the headers only: the listing never needs a body
+        message = BytesHeaderParser(policy=email.policy.default).parse(file)
     return {
         "id": path.name,
         "date": message.get("Date"),
@@ -63,8 +66,13 @@ def routes(mail_dir: Path | None) -> list[web.RouteDef]:
     async def listing(request: web.Request) -> web.Response:
         if mail_dir is None:
             return _not_found(request, "mail goes to the SMTP server in SMTP_URL; nothing is captured here")
-        paths = sorted(mail_dir.glob("*.eml"), reverse=True)
-        return web.json_response({"count": len(paths), "messages": [summary(path) for path in paths]})
+
+        def read() -> list[dict[str, Any]]:
+            return [summary(path) for path in sorted(mail_dir.glob("*.eml"), reverse=True)]
+
+        # Off the runtime's event loop, which also proxies requests and delivers events.
+        messages = await asyncio.to_thread(read)
+        return web.json_response({"count": len(messages), "messages": messages})
 
     async def one(request: web.Request) -> web.Response:
         name = request.match_info["id"]
