@@ -52,14 +52,7 @@ def _start(args: argparse.Namespace) -> None:
     from local.stack import Stack, StackSettings
 
     environ = dict(os.environ)
-    collector = None
-    if args.traces and not environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
-        from local.servers import EmbeddedCollector
-
-        collector = EmbeddedCollector(log_dir=args.data_dir / "logs")
-        collector.start()
-        environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = collector.endpoint
-    stack = Stack(StackSettings(data_dir=args.data_dir, port=args.port, environ=environ))
+    stack = Stack(StackSettings(data_dir=args.data_dir, port=args.port, environ=environ, traces=args.traces))
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())
@@ -67,15 +60,13 @@ def _start(args: argparse.Namespace) -> None:
         stack.start()
         added = seed_if_empty(stack.mongodb_uri, stack.database_urls["inventory"])
         print(banner(stack, added), flush=True)
-        if environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
-            where = collector.log_path if collector else environ["OTEL_EXPORTER_OTLP_ENDPOINT"]
+        if stack.collector is not None or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+            where = stack.collector.log_path if stack.collector else environ["OTEL_EXPORTER_OTLP_ENDPOINT"]
             print(f"  traces         spans of every function and of the runtime go to {where}\n", flush=True)
         stopping.wait()
         print("\nstopping ...", flush=True)
     finally:
         stack.stop()
-        if collector is not None:
-            collector.stop()
 
 
 def banner(stack: Stack, seeded: int) -> str:

@@ -20,6 +20,7 @@ from prometheus_client import Counter, Histogram
 
 from local.eventing import REGISTRY
 from local.manifests import ROOT, KnativeService
+from local.supervision import Exit, Lifecycle, State
 
 log = logging.getLogger("local.serving")
 COLD_STARTS = Counter(
@@ -69,6 +70,14 @@ def problem(status: int, title: str, detail: str, headers: Mapping[str, str] | N
     )
 
 
+class NotReady(RuntimeError):
+    """The revision cannot take requests now; try again after `retry_after` seconds."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 @dataclass(frozen=True)
 class Exchange:
     """A response from a revision, or the runtime's problem in its place."""
@@ -100,7 +109,10 @@ class Revision:
     # A suspended service has no ready revision: requests get 503, as in a cluster
     # where the service's pods cannot start (tests use it to take a service down).
     suspended: bool = False
+    # Restarts, last exit, CrashLoopBackOff: what the kubelet reports of the pod.
+    lifecycle: Lifecycle = field(default_factory=lambda: Lifecycle(state=State.SCALED_TO_ZERO))
     _starting: asyncio.Future[str] | None = None
+    _watchers: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def name(self) -> str:
@@ -115,10 +127,23 @@ class Revision:
         return f"http://127.0.0.1:{self.port}"
 
     async def ready(self, http: aiohttp.ClientSession) -> str:
-        """The base URL of a ready process, starting one first if scaled to zero."""
+        """The base URL of a ready process, starting one first if scaled to zero.
+
+        Raises NotReady while the revision is backing off after crashes (CrashLoopBackOff).
+        """
         if self.running and self._starting is None:
             return self.base_url
+        if self.process is not None:
+            self.exited(self.process)  # died just now: note it before deciding what to do
         if self._starting is None:
+            wait = self.lifecycle.backing_off()
+            if wait > 0:
+                last = self.lifecycle.last_exit
+                raise NotReady(
+                    f"{self.name} is in CrashLoopBackOff ({last.reason if last else 'crashed'}); "
+                    f"next start in {wait:.0f} s",
+                    retry_after=max(1, int(wait + 0.999)),
+                )
             self._starting = asyncio.get_running_loop().create_future()
             try:
                 await self._start(http)
@@ -136,6 +161,8 @@ class Revision:
         from local.servers import die_with_parent, free_port
 
         began = time.monotonic()
+        after_crash = self.lifecycle.state in (State.RESTARTING, State.CRASH_LOOP_BACK_OFF)
+        self.lifecycle.starting()
         self.port = free_port()
         env = {
             **os.environ,
@@ -166,7 +193,10 @@ class Revision:
             if self.process is not process:  # stop() ran meanwhile (the runtime is shutting down)
                 raise RuntimeError(f"{self.name} was stopped while starting")
             if process.returncode is not None:
-                raise RuntimeError(f"{self.name} exited with {process.returncode}; see {self.log_dir / self.name}.log")
+                reason = f"exited with {process.returncode} while starting; see {self.log_dir / self.name}.log"
+                self.process = None
+                self.lifecycle.crashed(Exit.of(process.returncode, reason))
+                raise RuntimeError(f"{self.name} {reason}")
             try:
                 async with http.get(probe, timeout=aiohttp.ClientTimeout(total=1)) as response:
                     if response.status == 200:
@@ -178,14 +208,38 @@ class Revision:
                 raise RuntimeError(f"{self.name} was not ready within {START_TIMEOUT_SECONDS:.0f}s")
             await asyncio.sleep(0.02)
         self.cold_starts += 1
+        self.lifecycle.running()
+        if after_crash:
+            self.lifecycle.restarted()
+        watcher = asyncio.create_task(self._watch(process))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
         self.last_cold_start_seconds = time.monotonic() - began
         COLD_STARTS.labels(self.name).inc()
         COLD_START_SECONDS.labels(self.name).observe(self.last_cold_start_seconds)
         self.last_active = time.monotonic()
         log.info("%s started on port %s in %.2fs", self.name, self.port, self.last_cold_start_seconds)
 
+    async def _watch(self, process: asyncio.subprocess.Process) -> None:
+        await process.wait()
+        self.exited(process)
+
+    def exited(self, process: asyncio.subprocess.Process) -> None:
+        """Notes that `process` ended on its own (a crash), unless stop() ended it."""
+        if self.process is not process or process.returncode is None:
+            return
+        self.process = None
+        exit = Exit.of(process.returncode)
+        delay = self.lifecycle.crashed(exit)
+        if self.service.min_scale > 0:
+            when = "now" if delay == 0 else f"in {delay:.0f} s (CrashLoopBackOff)"
+        else:
+            when = "at the next request" if delay == 0 else f"at a request after {delay:.0f} s (CrashLoopBackOff)"
+        log.warning("%s %s (pid %d); it starts again %s", self.name, exit.reason, process.pid, when)
+
     async def stop(self) -> None:
         process, self.process = self.process, None
+        self.lifecycle.stopped(State.SCALED_TO_ZERO)
         if process is None or process.returncode is not None:
             return
         try:
@@ -199,7 +253,13 @@ class Revision:
         log.info("%s stopped", self.name)
 
     def below_min_scale(self) -> bool:
-        return self.service.min_scale > 0 and not self.suspended and not self.running and self._starting is None
+        return (
+            self.service.min_scale > 0
+            and not self.suspended
+            and not self.running
+            and self._starting is None
+            and self.lifecycle.backing_off() == 0
+        )
 
     def idle(self, now: float) -> bool:
         return (
@@ -222,6 +282,7 @@ class Revision:
             "coldStarts": self.cold_starts,
             "suspended": self.suspended,
             "lastColdStartSeconds": self.last_cold_start_seconds,
+            **self.lifecycle.as_json(),
         }
 
 
@@ -302,6 +363,8 @@ class Ingress:
         try:
             try:
                 base = await revision.ready(self.http)
+            except NotReady as error:
+                return Exchange.problem(503, "Service unavailable", str(error), {"Retry-After": str(error.retry_after)})
             except RuntimeError as error:
                 return Exchange.problem(503, "Service unavailable", str(error), {"Retry-After": "5"})
             limit = min(timeout_seconds or revision.service.timeout_seconds, revision.service.timeout_seconds)
@@ -316,6 +379,11 @@ class Ingress:
             except TimeoutError:
                 detail = f"{revision.name} did not answer within {limit:.0f}s"
                 return Exchange.problem(504, "Gateway timeout", detail)
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionError) as error:
+                # The process went away under the request (killed, crashed): the queue-proxy's
+                # answer, retryable; the next request starts a new process.
+                detail = f"{revision.name} closed the connection before answering ({type(error).__name__})"
+                return Exchange.problem(503, "Service unavailable", detail, {"Retry-After": "1"})
             except aiohttp.ClientError as error:
                 return Exchange.problem(502, "Bad gateway", f"{revision.name} failed: {error}")
         finally:
@@ -342,9 +410,6 @@ class Autoscaler:
             for revision in self.revisions.values():
                 if revision.idle(now):
                     await revision.stop()
-                elif revision.process is not None and revision.process.returncode is not None:
-                    log.warning("%s exited with %s", revision.name, revision.process.returncode)
-                    revision.process = None
                 if revision.below_min_scale() and not self._restarts:
                     self._restarts.add(asyncio.create_task(self._restart(revision)))
 

@@ -27,7 +27,15 @@ from functions.shared import events, kafka, migrate, tracing
 from local import mailbox, manifests, prometheus
 from local.eventing import BROKER_INGRESS_HOST, BROKER_PATH_PREFIX, REGISTRY, Destination, Eventing, load
 from local.issuer import Issuer
-from local.servers import EmbeddedKafka, EmbeddedMongo, EmbeddedPostgres, EmbeddedSmtp, free_port
+from local.servers import (
+    EmbeddedCollector,
+    EmbeddedKafka,
+    EmbeddedMongo,
+    EmbeddedPostgres,
+    EmbeddedSmtp,
+    ServerProcess,
+    free_port,
+)
 from local.serving import Autoscaler, Exchange, Ingress, Revision, problem
 
 log = logging.getLogger("local.stack")
@@ -47,6 +55,7 @@ class StackSettings:
     manifest_paths: tuple[Path, ...] = (manifests.KNATIVE_DIR,)
     eventing_paths: tuple[Path, ...] = (manifests.EVENTING_DIR,)
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    traces: bool = False  # run a local OpenTelemetry collector, unless OTEL_EXPORTER_OTLP_ENDPOINT names one
 
 
 class Stack:
@@ -60,6 +69,8 @@ class Stack:
         self.mongo: EmbeddedMongo | None = None
         self.kafka: EmbeddedKafka | None = None
         self.smtp: EmbeddedSmtp | None = None
+        self.collector: EmbeddedCollector | None = None
+        self.servers: list[ServerProcess] = []  # in start order
         self.autoscaler: Autoscaler | None = None
         self.database_urls: dict[str, str] = {}
         self.mongodb_uri = ""
@@ -85,10 +96,10 @@ class Stack:
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._start_servers()
         # Spans of the runtime's Broker/Trigger/source work, when OTEL_* settings ask for them;
         # the same settings reach every function through the environment it inherits.
-        tracing.configure("knative-local-runtime", self.settings.environ)
-        self._start_servers()
+        tracing.configure("knative-local-runtime", {**self.settings.environ, **self._otel_endpoint()})
         self.database_urls = migrate.migrate_postgres(self._postgres_server_url())
         migrate.migrate_mongo(self.mongodb_uri)
         kafka.ensure_topics(self.kafka_bootstrap, events.TOPICS)
@@ -106,9 +117,8 @@ class Stack:
             finally:
                 self._loop.call_soon_threadsafe(self._loop.stop)
                 self._thread.join(10)
-        for server in (self.smtp, self.kafka, self.mongo, self.postgres):
-            if server is not None:
-                server.stop()
+        for server in reversed(self.servers):
+            server.stop()
 
     def __enter__(self) -> Stack:
         self.start()
@@ -125,31 +135,47 @@ class Stack:
     # --- servers ------------------------------------------------------------------------
 
     def _start_servers(self) -> None:
+        """Starts each embedded server not replaced by an environment variable, supervised:
+        one that dies is restarted on the same port and data (local.supervision)."""
         env = self.settings.environ
         durable = self.settings.durable
         if env.get("DATABASE_URL"):
             log.info("using external PostgreSQL from DATABASE_URL")
         else:
             self.postgres = EmbeddedPostgres(self.data_dir / "postgres", log_dir=self.log_dir, durable=durable)
-            self.postgres.start()
+            self._start_supervised(self.postgres)
         if env.get("MONGODB_URI"):
             self.mongodb_uri = env["MONGODB_URI"]
         else:
             self.mongo = EmbeddedMongo(self.data_dir / "mongodb" if durable else None, log_dir=self.log_dir)
-            self.mongo.start()
+            self._start_supervised(self.mongo)
             self.mongodb_uri = self.mongo.uri
         if env.get("KAFKA_BOOTSTRAP_SERVERS"):
             self.kafka_bootstrap = env["KAFKA_BOOTSTRAP_SERVERS"]
         else:
             self.kafka = EmbeddedKafka(log_dir=self.log_dir)
-            self.kafka.start()
+            self._start_supervised(self.kafka)
             self.kafka_bootstrap = self.kafka.bootstrap_servers
         if env.get("SMTP_URL"):
             self.smtp_url = env["SMTP_URL"]
         else:
-            self.smtp = EmbeddedSmtp(self.data_dir / "mail")
-            self.smtp.start()
+            self.smtp = EmbeddedSmtp(self.data_dir / "mail", log_dir=self.log_dir)
+            self._start_supervised(self.smtp)
             self.smtp_url = self.smtp.url
+        if self.settings.traces and not env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+            self.collector = EmbeddedCollector(log_dir=self.log_dir)
+            self._start_supervised(self.collector)
+
+    def _start_supervised(self, server: ServerProcess) -> None:
+        self.servers.append(server)
+        server.supervise().start()
+
+    def _otel_endpoint(self) -> dict[str, str]:
+        """Where spans go: the local collector (`start --traces`), the caller's endpoint, or nowhere."""
+        if self.collector is not None:
+            return {"OTEL_EXPORTER_OTLP_ENDPOINT": self.collector.endpoint}
+        endpoint = self.settings.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        return {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint} if endpoint else {}
 
     def _postgres_server_url(self) -> str:
         external = self.settings.environ.get("DATABASE_URL")
@@ -181,7 +207,7 @@ class Stack:
             ("shop-config", "oidc.issuer"): issuer,
             ("shop-config", "oidc.discovery"): f"{issuer}/.well-known/openid-configuration",
             # Set by `start --traces` (a local collector) or the caller's environment; empty: no tracing.
-            ("shop-config", "otel.endpoint"): self.settings.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+            ("shop-config", "otel.endpoint"): self._otel_endpoint().get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
         }
 
     def service_env(self, service: manifests.KnativeService) -> dict[str, str]:
@@ -344,7 +370,12 @@ class Stack:
         return self.ingress.http
 
     async def _services_status(self, _: web.Request) -> web.Response:
-        return web.json_response({"services": [r.status() for r in self.revisions.values()]})
+        return web.json_response(
+            {
+                "services": [r.status() for r in self.revisions.values()],
+                "servers": [s.status() for s in self.servers],
+            }
+        )
 
     async def _stop_serving(self) -> None:
         for task in self._tasks:
