@@ -24,7 +24,7 @@ def gateway() -> Gateway:
         audience=settings.optional("OIDC_AUDIENCE", "shop-api"),
         allowed_clients=settings.optional("OIDC_CLIENTS", "storefront,shop-services").split(","),
         discovery_url=settings.optional("OIDC_DISCOVERY_URL", "") or None,
-        refresh_seconds=settings.seconds("JWKS_REFRESH_SECONDS", 10),
+        refresh_seconds=settings.seconds("JWKS_REFRESH_SECONDS", 300),
     )
     origins = frozenset(o.strip() for o in settings.optional("CORS_ALLOWED_ORIGINS", "").split(",") if o.strip())
     registry = settings.optional("EUREKA_URL", f"http://{service_host('registry')}/eureka")

@@ -6,10 +6,17 @@ RS256 JWTs with Keycloak's claims (azp, typ, sid, realm_access, resource_access,
 Signing keys are RSA 2048 PEM files in the data folder and survive restarts; authorization codes, sessions
 and refresh tokens (opaque random strings, not Keycloak's JWTs) live in memory, so a restart ends sessions
 while access tokens already issued stay valid until they expire.
+
+Keys rotate over HTTP too, for tests and demos, with a bearer token of a user or service account holding
+the realm's `admin` role: GET /admin/realms/<realm>/keys lists them (Keycloak's KeysMetadataRepresentation:
+the signing key ACTIVE, older ones PASSIVE, still published), POST .../keys/rotate adds a new signing key and
+POST .../keys/retire-old withdraws every other one. Keycloak rotates by adding and removing key provider
+components instead; these two endpoints are this local issuer's own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -424,6 +431,9 @@ class Issuer:
             web.options(f"{oidc}/userinfo", cors(self._preflight)),
             web.get(f"{oidc}/logout", self._logout),
             web.post(f"{oidc}/logout", self._logout),
+            web.get(f"/admin{realm}/keys", self._admin_keys),
+            web.post(f"/admin{realm}/keys/rotate", self._admin_rotate),
+            web.post(f"/admin{realm}/keys/retire-old", self._admin_retire_old),
         ]
 
     def rotate(self) -> str:
@@ -801,6 +811,51 @@ class Issuer:
             expires = self._clock() + self.realm.code_lifespan
             self._codes[code] = Code(session, auth.redirect_uri, auth.challenge, auth.nonce, expires)
         return auth.redirect(self.issuer, code=code, session_state=session.sid or "")
+
+    def _admin_refusal(self, request: web.Request) -> web.Response | None:
+        """None for a bearer access token of this realm with the admin role, else the 401 or 403 answer."""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        challenge = {"WWW-Authenticate": f'Bearer realm="{self.realm.name}"'}
+        try:
+            claims = self._verify(token.strip()) if scheme.lower() == "bearer" else None
+        except JWTError:
+            claims = None
+        if claims is None or claims.get("typ") != "Bearer" or claims.get("sid") in self._ended:
+            return OAuthError("invalid_token", "A valid bearer access token is required", 401, challenge).response()
+        if "admin" not in (claims.get("realm_access") or {}).get("roles", []):
+            return OAuthError("forbidden", "The admin role is required", 403).response()
+        return None
+
+    def _key_listing(self, status: int = 200) -> web.Response:
+        current = self.keys.current
+        keys = [
+            {
+                "kid": key.kid,
+                "type": "RSA",
+                "algorithm": "RS256",
+                "use": "SIG",
+                "status": "ACTIVE" if key is current else "PASSIVE",
+            }
+            for key in self.keys.keys
+        ]
+        return web.json_response({"active": {"RS256": current.kid}, "keys": keys}, status=status, headers=NO_STORE)
+
+    async def _admin_keys(self, request: web.Request) -> web.Response:
+        return self._admin_refusal(request) or self._key_listing()
+
+    async def _admin_rotate(self, request: web.Request) -> web.Response:
+        refusal = self._admin_refusal(request)
+        if refusal is not None:
+            return refusal
+        await asyncio.to_thread(self.rotate)  # generating an RSA key takes a while: off the event loop
+        return self._key_listing(201)
+
+    async def _admin_retire_old(self, request: web.Request) -> web.Response:
+        refusal = self._admin_refusal(request)
+        if refusal is not None:
+            return refusal
+        self.retire_old()
+        return self._key_listing()
 
     async def _userinfo(self, request: web.Request) -> web.Response:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")

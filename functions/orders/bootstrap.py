@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 
-from functions.orders.store import PostgresOrderStore
+from functions.orders.store import ABANDONED_CLAIM, PostgresOrderStore
 from functions.orders.upstreams import HttpCatalog, HttpInventory
 from functions.shared.config import config
 from functions.shared.outbox import FastPathRelay
@@ -26,7 +26,9 @@ def new_order_number() -> str:
 
 @cache
 def orders() -> PostgresOrderStore:
-    return PostgresOrderStore(config().required("DATABASE_URL"))
+    settings = config()
+    claim_timeout = settings.seconds("IDEMPOTENCY_CLAIM_TIMEOUT_SECONDS", ABANDONED_CLAIM.total_seconds())
+    return PostgresOrderStore(settings.required("DATABASE_URL"), abandoned_after=timedelta(seconds=claim_timeout))
 
 
 @cache
@@ -61,3 +63,4 @@ def catalog() -> HttpCatalog:
 def inventory(forward_headers: Mapping[str, str]) -> HttpInventory:
     _, reserve, release = _clients()
     return HttpInventory(reserve, release, forward_headers)
+

@@ -65,13 +65,7 @@ def place_order(
                 "idempotency-key-reused",
             ) from None
         except KeyInFlight:
-            raise problems.Problem(
-                409,
-                "Request in progress",
-                "a request with this Idempotency-Key is still being processed",
-                "idempotency-key-in-flight",
-                headers={"Retry-After": "1"},
-            ) from None
+            raise _key_in_flight() from None
         if stored is not None:
             return Placed(stored.body, stored.order_number, replayed=True)
     try:
@@ -84,10 +78,25 @@ def place_order(
             new_order_number=new_order_number,
             after_commit=after_commit,
         )
+    except KeyInFlight:
+        # This request outlived its claim and another took the key over: nothing of this one was
+        # committed and its stock is released; a retry gets the other's answer. The claim is not
+        # ours to release any more.
+        raise _key_in_flight() from None
     except BaseException:
         if key is not None:
             orders.release_key(cmd.customer.id, key)
         raise
+
+
+def _key_in_flight() -> problems.Problem:
+    return problems.Problem(
+        409,
+        "Request in progress",
+        "a request with this Idempotency-Key is still being processed",
+        "idempotency-key-in-flight",
+        headers={"Retry-After": "1"},
+    )
 
 
 def _place(

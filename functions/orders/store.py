@@ -25,7 +25,8 @@ from functions.orders.model import (
 )
 from functions.shared import db, postgres_outbox, web
 
-# A claim with no answer after this long belongs to a request that died: it may be retried.
+# A claim with no answer after this long belongs to a request that died: it may be taken over
+# (IDEMPOTENCY_CLAIM_TIMEOUT_SECONDS). A request that was only slow cannot commit after that.
 ABANDONED_CLAIM = timedelta(seconds=30)
 
 
@@ -50,8 +51,9 @@ class OrderStore(Protocol):
 
 
 class PostgresOrderStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, abandoned_after: timedelta = ABANDONED_CLAIM) -> None:
         self.url = url
+        self.abandoned_after = abandoned_after
 
     def claim_key(self, customer_id: str, key: str, request_hash: str) -> StoredResponse | None:
         """Claims the key for this request; returns the stored answer if it was already given.
@@ -69,7 +71,7 @@ class PostgresOrderStore:
             row = conn.execute(
                 "SELECT request_hash, order_number, response, claimed_at < now() - %s AS abandoned"
                 " FROM idempotency_keys WHERE customer_id = %s AND key = %s FOR UPDATE",
-                (ABANDONED_CLAIM, customer_id, key),
+                (self.abandoned_after, customer_id, key),
             ).fetchone()
             assert row is not None
             if row["request_hash"] != request_hash:
@@ -92,6 +94,11 @@ class PostgresOrderStore:
             )
 
     def insert(self, order: Order, event: CloudEvent, key: str | None, response: dict[str, Any] | None) -> None:
+        """Commits the order with its event and, for a key, its answer.
+
+        Raises KeyInFlight, committing nothing, when the key's claim was taken over and answered
+        meanwhile (this request ran past the claim timeout): one key never makes two orders.
+        """
         with db.transaction(self.url) as conn:
             c = order.customer
             conn.execute(
@@ -120,10 +127,13 @@ class PostgresOrderStore:
                 )
             postgres_outbox.add(conn, event)
             if key is not None:
-                conn.execute(
-                    "UPDATE idempotency_keys SET order_number = %s, response = %s WHERE customer_id = %s AND key = %s",
+                answered = conn.execute(
+                    "UPDATE idempotency_keys SET order_number = %s, response = %s"
+                    " WHERE customer_id = %s AND key = %s AND response IS NULL",
                     (order.order_number, Jsonb(response, dumps=_json), c.id, key),
                 )
+                if answered.rowcount != 1:
+                    raise KeyInFlight(key)
 
     def get(self, order_number: str) -> Order | None:
         with db.transaction(self.url) as conn:

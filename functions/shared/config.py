@@ -24,7 +24,7 @@ SETTINGS: Mapping[str, str] = {
     "OIDC_DISCOVERY_URL": "gateway: the realm's discovery document, when not at the issuer URL",
     "OIDC_AUDIENCE": "gateway: audience access tokens must carry (default shop-api)",
     "OIDC_CLIENTS": "gateway: clients (azp) accepted instead of the audience",
-    "JWKS_REFRESH_SECONDS": "gateway: at most one key fetch per this many seconds for unknown key ids",
+    "JWKS_REFRESH_SECONDS": "gateway: maximum age of the realm's key set before a background refresh (default 300)",
     "CORS_ALLOWED_ORIGINS": "gateway: browser origins allowed to call the API cross-site",
     "EUREKA_URL": "gateway: the registry's Eureka API for eureka:<APP> routes (default the registry service)",
     "EUREKA_CACHE_SECONDS": "gateway: how long the instances of a Eureka app are reused (default 5)",
@@ -35,6 +35,8 @@ SETTINGS: Mapping[str, str] = {
     "LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR",
     "CATALOG_DATABASE": "MongoDB database of the catalog (default catalog)",
     "UPSTREAM_TIMEOUT_SECONDS": "order-place: time budget for each call to catalog and inventory (default 3)",
+    "IDEMPOTENCY_CLAIM_TIMEOUT_SECONDS": "order-place: an unanswered Idempotency-Key claim older than this may be"
+    " taken over (default 30)",
     "RESERVATION_TTL_SECONDS": "inventory-expire: age after which a held reservation is settled (default 300)",
     "OUTBOX_STORE": "outbox-relay: postgres or mongodb",
     "OUTBOX_NAME": "outbox-relay: which domain's outbox (orders, inventory, catalog)",

@@ -565,6 +565,47 @@ def test_rotation_signs_with_the_new_key_and_publishes_both_until_the_old_is_ret
     assert len(list((tmp_path / "issuer").glob("*.pem"))) == 1
 
 
+def test_admins_rotate_and_retire_keys_over_http_and_nobody_else_can(server: Served) -> None:
+    keys = f"{server.url}/admin/realms/shop/keys"
+    admin = server.password("admin")["access_token"]
+    old_kid = jwt.get_unverified_header(admin)["kid"]
+    listing = requests.get(keys, headers={"Authorization": f"Bearer {admin}"}, timeout=10)
+    assert listing.status_code == 200, listing.text
+    assert listing.json() == {
+        "active": {"RS256": old_kid},
+        "keys": [{"kid": old_kid, "type": "RSA", "algorithm": "RS256", "use": "SIG", "status": "ACTIVE"}],
+    }
+
+    customer = server.password("jane")["access_token"]
+    for token, status in ((None, 401), ("not.a.token", 401), (customer, 403)):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        for method, url in (("GET", keys), ("POST", f"{keys}/rotate"), ("POST", f"{keys}/retire-old")):
+            answer = requests.request(method, url, headers=headers, timeout=10)
+            assert answer.status_code == status, (token, url, answer.text)
+    assert [k["kid"] for k in server.jwks()["keys"]] == [old_kid]
+
+    # The shop's service account holds the admin role too (client credentials, as a script would).
+    service = server.token(("shop-services", SERVICES_SECRET), grant_type="client_credentials").json()
+    rotated = requests.post(
+        f"{keys}/rotate", headers={"Authorization": f"Bearer {service['access_token']}"}, timeout=30
+    )
+    assert rotated.status_code == 201, rotated.text
+    new_kid = rotated.json()["active"]["RS256"]
+    assert new_kid != old_kid
+    assert {k["kid"]: k["status"] for k in rotated.json()["keys"]} == {old_kid: "PASSIVE", new_kid: "ACTIVE"}
+    assert {k["kid"] for k in server.jwks()["keys"]} == {old_kid, new_kid}
+    assert jwt.get_unverified_header(server.password("jane")["access_token"])["kid"] == new_kid
+
+    retired = requests.post(f"{keys}/retire-old", headers={"Authorization": f"Bearer {admin}"}, timeout=10)
+    assert retired.status_code == 200, retired.text
+    assert retired.json()["keys"] == [
+        {"kid": new_kid, "type": "RSA", "algorithm": "RS256", "use": "SIG", "status": "ACTIVE"}
+    ]
+    assert [k["kid"] for k in server.jwks()["keys"]] == [new_kid]
+    # The admin's own token was signed with the retired key: it opens nothing any more.
+    assert requests.get(keys, headers={"Authorization": f"Bearer {admin}"}, timeout=10).status_code == 401
+
+
 def test_a_restart_on_the_same_data_folder_still_verifies_earlier_tokens(tmp_path: Path) -> None:
     with serve(REALM_FILE, tmp_path / "keys") as first:
         earlier = first.password("admin")["access_token"]
