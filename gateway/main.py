@@ -3,10 +3,17 @@
 import flask
 import functions_framework
 
-from functions.shared import web
+from functions.shared import health, web
 from gateway import bootstrap, edge, static
 
-web.install()
+
+def _needs() -> list[health.Dependency]:
+    """Ready once its settings and route table load; its upstreams answer for their own readiness."""
+    bootstrap.gateway()
+    return []
+
+
+web.install(_needs)
 
 
 @functions_framework.http

@@ -271,6 +271,8 @@ class ServerProcess(_Server):
             try:
                 process = self._launch()
             except Exception as error:  # noqa: BLE001 - a failed start is one more crash, backed off
+                if self._stopping.is_set():
+                    return None
                 exit = Exit.of(None, f"failed to start: {str(error).splitlines()[0]}")
                 continue
             if process is not None:

@@ -53,6 +53,8 @@ HOP_BY_HOP = frozenset(
     )
 )
 START_TIMEOUT_SECONDS = 30.0
+# How long a started process may answer "not ready" before the requests waiting for it get a 503.
+UNREADY_GRACE_SECONDS = 2.0
 STOP_GRACE_SECONDS = 10.0
 
 
@@ -68,6 +70,16 @@ def problem(status: int, title: str, detail: str, headers: Mapping[str, str] | N
         content_type="application/problem+json",
         headers=headers,
     )
+
+
+async def _detail(response: aiohttp.ClientResponse) -> str:
+    """What a problem+json answer says went wrong (its detail), else its status."""
+    try:
+        body = await response.json(content_type=None)
+    except (ValueError, aiohttp.ClientError):
+        return f"readiness probe answered {response.status}"
+    detail = body.get("detail") if isinstance(body, dict) else None
+    return str(detail) if detail else f"readiness probe answered {response.status}"
 
 
 class NotReady(RuntimeError):
@@ -189,6 +201,8 @@ class Revision:
             )
         deadline = began + START_TIMEOUT_SECONDS
         probe = f"{self.base_url}{self.service.readiness_path}"
+        unready_since: float | None = None
+        not_ready: NotReady | None = None
         while True:
             if self.process is not process:  # stop() ran meanwhile (the runtime is shutting down)
                 raise RuntimeError(f"{self.name} was stopped while starting")
@@ -198,8 +212,13 @@ class Revision:
                 self.lifecycle.crashed(Exit.of(process.returncode, reason))
                 raise RuntimeError(f"{self.name} {reason}")
             try:
-                async with http.get(probe, timeout=aiohttp.ClientTimeout(total=1)) as response:
+                async with http.get(probe, timeout=aiohttp.ClientTimeout(total=3)) as response:
                     if response.status == 200:
+                        break
+                    # Serving, but a server it needs is down: no use holding requests for long.
+                    unready_since = unready_since or time.monotonic()
+                    if time.monotonic() - unready_since > UNREADY_GRACE_SECONDS:
+                        not_ready = NotReady(f"{self.name} is not ready: {await _detail(response)}", retry_after=2)
                         break
             except (TimeoutError, aiohttp.ClientError):
                 pass
@@ -219,6 +238,11 @@ class Revision:
         COLD_START_SECONDS.labels(self.name).observe(self.last_cold_start_seconds)
         self.last_active = time.monotonic()
         log.info("%s started on port %s in %.2fs", self.name, self.port, self.last_cold_start_seconds)
+        if not_ready is not None:
+            # Locally the process stays up and gets the next requests, answering for itself
+            # (503 while the server it needs is down); Knative would hold them until ready.
+            log.warning("%s", not_ready)
+            raise not_ready
 
     async def _watch(self, process: asyncio.subprocess.Process) -> None:
         await process.wait()

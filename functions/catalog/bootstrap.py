@@ -7,7 +7,7 @@ from functools import cache
 
 from functions.catalog.store import MongoProductStore
 from functions.catalog.view import CatalogView
-from functions.shared import mongo
+from functions.shared import health, mongo
 from functions.shared.config import config
 from functions.shared.mongo_outbox import MongoOutbox
 from functions.shared.outbox import FastPathRelay
@@ -44,3 +44,8 @@ def fast_relay() -> FastPathRelay:
 
 def after_commit() -> None:
     fast_relay().poke()
+
+
+def dependencies() -> list[health.Dependency]:
+    """What the catalog functions need to be ready (their readiness answer)."""
+    return [health.mongodb(config().required("MONGODB_URI"))]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import cache
 
 from functions.eventing.deadletters import PostgresDeadLetterStore
+from functions.shared import health
 from functions.shared.config import ConfigError, config
 from functions.shared.outbox import Relay
 from functions.shared.postgres_outbox import PostgresOutbox
@@ -35,3 +36,14 @@ def dead_letters() -> PostgresDeadLetterStore:
 
 def transport(url: str, headers: dict[str, str], body: bytes) -> Reply:
     return send("POST", url, body, headers, timeout=config().seconds("REPLAY_TIMEOUT_SECONDS", 10))
+
+
+def dependencies() -> list[health.Dependency]:
+    """An outbox relay needs its outbox's store (Kafka being down is what its outbox is for);
+    dead-letter needs its database."""
+    settings = config()
+    if settings.optional("FUNCTION_TARGET", "") == "outbox_relay":
+        if settings.optional("OUTBOX_STORE", "postgres") == "mongodb":
+            return [health.mongodb(settings.required("MONGODB_URI"))]
+        return [health.postgres(settings.required("DATABASE_URL"))]
+    return [health.postgres(settings.required("DATABASE_URL"))]

@@ -9,7 +9,7 @@ from cloudevents.http import CloudEvent
 from functions.eventing import bootstrap, service
 from functions.shared import events, identity, metrics, outbox, problems, web
 
-web.install()
+web.install(bootstrap.dependencies)
 REPLAY_PATH = re.compile(r"^/deadletters/(?P<id>\d{1,18})/replay/?$")
 
 

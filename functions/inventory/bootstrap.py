@@ -7,6 +7,7 @@ from functools import cache
 
 from functions.inventory.orders import HttpOrderStates
 from functions.inventory.store import PostgresInventoryStore
+from functions.shared import health
 from functions.shared.config import config
 from functions.shared.outbox import FastPathRelay
 from functions.shared.postgres_outbox import PostgresOutbox
@@ -39,3 +40,8 @@ def reservation_ttl() -> timedelta:
 @cache
 def order_state() -> HttpOrderStates:
     return HttpOrderStates(ServiceClient("order-get"), config().required("IDENTITY_SECRET"))
+
+
+def dependencies() -> list[health.Dependency]:
+    """What the inventory functions need to be ready (their readiness answer)."""
+    return [health.postgres(config().required("DATABASE_URL"))]

@@ -9,7 +9,7 @@ from functions.inventory.model import ConfirmReservation, ReleaseStock
 from functions.inventory.store import Delivery
 from functions.shared import events, identity, web
 
-web.install()
+web.install(bootstrap.dependencies)
 
 
 @functions_framework.http

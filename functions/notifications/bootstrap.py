@@ -6,6 +6,7 @@ from functools import cache
 
 from functions.notifications.mail import SmtpMailer
 from functions.notifications.store import PostgresNotificationStore
+from functions.shared import health
 from functions.shared.config import config
 
 
@@ -26,3 +27,9 @@ def operations_address() -> str:
 
 def mail_domain() -> str:
     return config().optional("MAIL_DOMAIN", "shop.example")
+
+
+def dependencies() -> list[health.Dependency]:
+    """notification-send is ready when its ledger and its mail server answer."""
+    settings = config()
+    return [health.postgres(settings.required("DATABASE_URL")), health.smtp(settings.required("SMTP_URL"))]

@@ -7,7 +7,7 @@ from functions.notifications import bootstrap, service
 from functions.notifications.mail import NOTIFIED_TYPES
 from functions.shared import events, web
 
-web.install()
+web.install(bootstrap.dependencies)
 
 
 @functions_framework.cloud_event

@@ -59,15 +59,27 @@ class PostgresNotificationStore:
             return Claim.CLAIMED
 
     def sent(self, event: CloudEvent) -> None:
-        with db.transaction(self.url) as conn:
-            conn.execute(
-                "UPDATE notifications SET status = 'SENT', sent_at = now() WHERE event_source = %s AND event_id = %s",
-                (event["source"], event["id"]),
-            )
+        """Records that the mail went out. Retried while the database restarts: if this record were
+        lost, the claim would go stale and a redelivery would send the mail a second time."""
+
+        def mark() -> None:
+            with db.transaction(self.url) as conn:
+                conn.execute(
+                    "UPDATE notifications SET status = 'SENT', sent_at = now()"
+                    " WHERE event_source = %s AND event_id = %s",
+                    (event["source"], event["id"]),
+                )
+
+        db.retrying(mark, what=f"recording the email for {event['id']} as sent")
 
     def forget(self, event: CloudEvent) -> None:
-        with db.transaction(self.url) as conn:
-            conn.execute(
-                "DELETE FROM notifications WHERE event_source = %s AND event_id = %s AND status = 'SENDING'",
-                (event["source"], event["id"]),
-            )
+        """Drops the claim of a mail that did not go out, so a redelivery sends it without waiting."""
+
+        def drop() -> None:
+            with db.transaction(self.url) as conn:
+                conn.execute(
+                    "DELETE FROM notifications WHERE event_source = %s AND event_id = %s AND status = 'SENDING'",
+                    (event["source"], event["id"]),
+                )
+
+        db.retrying(drop, what=f"releasing the claim on the email for {event['id']}")

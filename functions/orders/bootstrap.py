@@ -9,6 +9,7 @@ from functools import cache
 
 from functions.orders.store import ABANDONED_CLAIM, PostgresOrderStore
 from functions.orders.upstreams import HttpCatalog, HttpInventory
+from functions.shared import health
 from functions.shared.config import config
 from functions.shared.outbox import FastPathRelay
 from functions.shared.postgres_outbox import PostgresOutbox
@@ -64,3 +65,7 @@ def inventory(forward_headers: Mapping[str, str]) -> HttpInventory:
     _, reserve, release = _clients()
     return HttpInventory(reserve, release, forward_headers)
 
+
+def dependencies() -> list[health.Dependency]:
+    """What the orders functions need to be ready (their readiness answer)."""
+    return [health.postgres(config().required("DATABASE_URL"))]

@@ -6,7 +6,7 @@ import functions_framework
 from functions.orders import bootstrap, parse, service
 from functions.shared import identity, web
 
-web.install()
+web.install(bootstrap.dependencies)
 LEGACY_CREATED = "Order Placed Successfully"
 
 

@@ -7,6 +7,7 @@ from functools import cache
 
 from functions.registry.kubernetes import KnativeServiceLister
 from functions.registry.store import PostgresRegistryStore
+from functions.shared import health
 from functions.shared.config import ConfigError, config
 
 DEFAULT_LEASE_SECONDS = 90
@@ -45,3 +46,8 @@ def namespace() -> str:
 @cache
 def knative_services() -> KnativeServiceLister:
     return KnativeServiceLister(config().optional("KUBERNETES_API_URL", DEFAULT_KUBERNETES_API_URL), namespace())
+
+
+def dependencies() -> list[health.Dependency]:
+    """What the registry functions need to be ready (their readiness answer)."""
+    return [health.postgres(config().required("DATABASE_URL"))]

@@ -7,7 +7,7 @@ from cloudevents.http import CloudEvent
 from functions.registry import bootstrap, endpoints, service
 from functions.shared import events, web
 
-web.install()
+web.install(bootstrap.dependencies)
 
 
 @functions_framework.http

@@ -1,20 +1,34 @@
-"""Connections to PostgreSQL: a pool per database URL, opened on first use."""
+"""Connections to PostgreSQL: a pool per database URL, opened on first use, that heals after a server restart.
+
+When the server restarts, every pooled connection is dead. The request that meets the first
+one fails (503 with Retry-After: nothing of its transaction was committed), and the pool then
+tests its other idle connections at once, so that later requests get fresh ones instead of
+failing one by one. While the server is down, a request waits at most POOL_TIMEOUT_SECONDS
+for a connection, then fails with 503 too.
+"""
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import psycopg
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool
 
+log = logging.getLogger("shop.db")
+T = TypeVar("T")
+POOL_TIMEOUT_SECONDS = 2.0
 _lock = threading.Lock()
 # Connections whose rows are dicts (column name -> value).
 Connection = psycopg.Connection[DictRow]
 _pools: dict[str, ConnectionPool[Connection]] = {}
+_checking: set[str] = set()
 
 
 def pool(url: str, max_size: int = 8) -> ConnectionPool[Connection]:
@@ -27,7 +41,7 @@ def pool(url: str, max_size: int = 8) -> ConnectionPool[Connection]:
                 min_size=1,
                 max_size=max_size,
                 kwargs={"row_factory": dict_row, "autocommit": False},
-                timeout=5.0,
+                timeout=POOL_TIMEOUT_SECONDS,
                 name=url.rsplit("/", 1)[-1],
                 open=True,
             )
@@ -37,8 +51,54 @@ def pool(url: str, max_size: int = 8) -> ConnectionPool[Connection]:
 @contextmanager
 def transaction(url: str) -> Iterator[Connection]:
     """A connection inside one transaction: committed on success, rolled back on error."""
-    with pool(url).connection() as conn, conn.transaction():
-        yield conn
+    connections = pool(url)
+    try:
+        with connections.connection() as conn, conn.transaction():
+            yield conn
+    except psycopg.OperationalError:
+        _check_soon(url, connections)
+        raise
+
+
+def _check_soon(url: str, connections: ConnectionPool[Connection]) -> None:
+    """Tests the pool's idle connections in the background (one check at a time per pool):
+    after a server restart they are all dead, and each would otherwise fail a request."""
+    with _lock:
+        if url in _checking:
+            return
+        _checking.add(url)
+
+    def check() -> None:
+        try:
+            connections.check()
+        except Exception as error:  # noqa: BLE001 - the server is still down: the next failure checks again
+            log.debug("pool check of %s failed: %s", connections.name, error)
+        finally:
+            with _lock:
+                _checking.discard(url)
+
+    threading.Thread(target=check, name=f"pool-check-{connections.name}", daemon=True).start()
+
+
+def retrying(action: Callable[[], T], *, budget_seconds: float = 4.0, what: str = "a database write") -> T:
+    """Runs the idempotent `action`, again after a short pause while PostgreSQL is unreachable, for up to
+    `budget_seconds`.
+
+    For the few writes that must not be lost to a restarting server because nothing would
+    redo them: a compensation, or the record that an email went out. A restarted server is
+    back within a second or two; past the budget the error is raised as usual.
+    """
+    deadline = time.monotonic() + budget_seconds
+    delay = 0.1
+    while True:
+        try:
+            return action()
+        except psycopg.OperationalError as error:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.info("%s failed (%s); trying again in %.1f s", what, type(error).__name__, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
 
 def close_all() -> None:

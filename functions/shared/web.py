@@ -14,11 +14,13 @@ from cloudevents import exceptions as cloud_exceptions
 from cloudevents.http import CloudEvent, from_http
 from werkzeug.exceptions import HTTPException
 
-from functions.shared import events, faults, metrics, problems, tracing
+from functions.shared import events, faults, health, metrics, problems, tracing
 from functions.shared.config import ConfigError, config
 from functions.shared.logs import configure_logging
 
 MAX_BODY_BYTES = 1024 * 1024
+# A restarting server is usually back within a couple of seconds (locally, and a pod restart).
+OUTAGE_RETRY_AFTER_SECONDS = 2
 # No request of ours nests deeper than a few levels; the limit keeps validators and handlers out of deep recursion.
 MAX_JSON_DEPTH = 32
 log = logging.getLogger("shop.web")
@@ -26,11 +28,12 @@ _process_started = time.monotonic()
 _first_request_done = False
 
 
-def install() -> None:
+def install(dependencies: health.Dependencies | None = None) -> None:
     """Wires the shared plumbing into the functions-framework app being created.
 
     Call it at the top of an area's main.py: functions-framework executes that module
     inside the new app's context, so `flask.current_app` is the function's app.
+    `dependencies` lists the servers the area needs, for its readiness answer (/readyz).
     """
     if not flask.has_app_context():
         return
@@ -38,6 +41,7 @@ def install() -> None:
     if app.extensions.get("shop"):
         return
     app.extensions["shop"] = True
+    app.extensions["shop_readiness"] = health.ReadinessProbe(dependencies)
     settings = config()
     configure_logging(settings.service, settings.optional("LOG_LEVEL", "INFO"))
     traced = tracing.configure_tracing(settings.service)
@@ -51,12 +55,13 @@ def install() -> None:
     app.register_error_handler(Exception, _crash_response)
     app.add_url_rule("/metrics", "shop_metrics", _metrics, methods=["GET"])
     app.add_url_rule("/healthz", "shop_health", _health, methods=["GET"])
+    app.add_url_rule("/readyz", "shop_ready", _ready, methods=["GET"])
     app.before_request(_start_timer)
     app.after_request(_record)
     if traced:
         from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
-        FlaskInstrumentor().instrument_app(app, excluded_urls="healthz,metrics")
+        FlaskInstrumentor().instrument_app(app, excluded_urls="healthz,readyz,metrics")
 
 
 class BodyLimit:
@@ -86,7 +91,17 @@ def _metrics() -> flask.Response:
 
 
 def _health() -> flask.Response:
+    """Liveness: the process serves requests (whatever the state of the servers it needs)."""
     return flask.Response("ok\n", content_type="text/plain")
+
+
+def _ready() -> flask.Response:
+    """Readiness: settings present and every server the function needs answering; else 503 saying which not."""
+    readiness = flask.current_app.extensions["shop_readiness"]()
+    if readiness.ready:
+        return flask.Response("ready\n", content_type="text/plain")
+    log.warning("not ready: %s", "; ".join(readiness.reasons))
+    return problem(problems.unavailable("not ready: " + "; ".join(readiness.reasons), retry_after=2))
 
 
 def _start_timer() -> None:
@@ -97,7 +112,7 @@ def _start_timer() -> None:
 def _record(response: flask.Response) -> flask.Response:
     global _first_request_done
     started = flask.g.pop("shop_started", None)
-    if started is None or flask.request.endpoint in ("shop_metrics", "shop_health"):
+    if started is None or flask.request.endpoint in ("shop_metrics", "shop_health", "shop_ready"):
         return response
     elapsed = time.perf_counter() - started
     route = flask.g.pop("shop_route", None) or config().service
@@ -171,6 +186,13 @@ def _config_error_response(error: ConfigError) -> flask.Response:
 
 
 def _crash_response(error: Exception) -> flask.Response:
+    server = health.outage(error)
+    if server is not None:
+        # A server we need is down or restarting: the honest answer is "not now", not "broken".
+        first_line = next(iter(str(error).strip().splitlines()), "")
+        log.warning("%s is unavailable: %s: %s", server, type(error).__name__, first_line)
+        detail = f"{server} is unavailable or restarting ({type(error).__name__}); try again"
+        return problem(problems.unavailable(detail, retry_after=OUTAGE_RETRY_AFTER_SECONDS))
     log.exception("unhandled error")
     return problem(problems.Problem(500, "Internal error", "the function failed; it was logged", "internal"))
 

@@ -333,8 +333,9 @@ def test_container_is_non_root_with_limits_and_probes(path: Path) -> None:
     resources = container.get("resources", {})
     assert {"cpu", "memory"} <= set(resources.get("limits", {})), "cpu and memory limits"
     assert {"cpu", "memory"} <= set(resources.get("requests", {})), "cpu and memory requests"
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert container.get(probe, {}).get("httpGet", {}).get("path") == "/healthz", probe
+    # Liveness only says the process serves; readiness also checks the servers it needs.
+    assert container.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/healthz"
+    assert container.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/readyz"
     if security.get("readOnlyRootFilesystem"):
         # gunicorn cannot start without a writable temp directory for its worker heartbeat.
         assert "/tmp" in {mount["mountPath"] for mount in container.get("volumeMounts", [])}
