@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import logging
 import re
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -38,6 +40,7 @@ from functions.shared import events as shop_events
 from functions.shared import kafka as shop_kafka
 from functions.shared import tracing
 from local import manifests
+from local.journal import BrokerJournal
 
 log = logging.getLogger("local.eventing")
 # The runtime's own metrics (served at /_local/metrics), apart from any function's.
@@ -64,6 +67,13 @@ CONSUMER_LAG = Gauge(
     registry=REGISTRY,
 )
 ERROR_DATA_MAX = 1024
+LAG_INTERVAL_SECONDS = 2.0
+# An outbox row is marked sent when its relay's transaction began; the broker acknowledged it up to
+# a publish timeout (5 s) later. Replays reach this far before the settled moment, to be safe.
+REPLAY_MARGIN_SECONDS = 30.0
+JOURNAL_PRUNE_SECONDS = 30.0
+# Ten minutes of "caught up" moments at one per LAG_INTERVAL_SECONDS.
+CAUGHT_UP_HISTORY = 300
 ISO_DURATION = re.compile(r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$")
 BROKER_INGRESS_HOST = "kafka-broker-ingress.knative-eventing"
 BROKER_PATH_PREFIX = "/_broker/"
@@ -373,6 +383,9 @@ class ConsumerLoop(threading.Thread):
         self.assigned = threading.Event()
         self.from_the_start = threading.Event()
         self._lag_measured = 0.0
+        # Wall-clock times at which this group was seen to have settled every record its topics
+        # held (lag 0 on every partition): what the broker-restart replay starts from.
+        self.caught_up: deque[float] = deque(maxlen=CAUGHT_UP_HISTORY)
         self.consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap,
@@ -384,6 +397,8 @@ class ConsumerLoop(threading.Thread):
                 "fetch.wait.max.ms": 20,
                 "topic.metadata.refresh.interval.ms": 2000,
                 "allow.auto.create.topics": False,
+                # A restarted broker is found again within a second, not librdkafka's default 10 s.
+                "reconnect.backoff.max.ms": 1000,
                 "logger": shop_kafka.client_logger(f"trigger.{name}"),
             }
         )
@@ -397,20 +412,32 @@ class ConsumerLoop(threading.Thread):
             self.consumer.close()
 
     def _measure_lag(self) -> None:
-        """Records behind the end of each topic, measured between polls in this consumer's own thread."""
+        """Records behind the end of each topic, measured between polls in this consumer's own thread.
+
+        Between polls every record polled so far is settled, so a position at the end of every
+        partition (the end asked of the broker now, not a cached one) proves that everything the
+        broker had acknowledged before this measurement began is settled.
+        """
         now = time.monotonic()
-        if now - self._lag_measured < 2:
+        if now - self._lag_measured < LAG_INTERVAL_SECONDS:
             return
         self._lag_measured = now
+        began = time.time()
         lag: dict[str, int] = {}
+        settled = True
         try:
-            for partition in self.consumer.assignment():
-                _, high = self.consumer.get_watermark_offsets(partition, timeout=1, cached=True)
+            assignment = self.consumer.assignment()
+            for partition in assignment:
+                low, high = self.consumer.get_watermark_offsets(partition, timeout=1, cached=False)
                 position = self.consumer.position([partition])[0].offset
-                if high >= 0 and position >= 0:
-                    lag[partition.topic] = lag.get(partition.topic, 0) + max(0, high - position)
+                # Nothing fetched from a partition yet (no position): caught up only if it holds nothing.
+                behind = max(0, high - position) if position >= 0 else max(0, high - low)
+                lag[partition.topic] = lag.get(partition.topic, 0) + behind
+                settled = settled and behind == 0
         except KafkaException:
             return
+        if settled and assignment and not self.from_the_start.is_set():
+            self.caught_up.append(began)
         for topic, behind in lag.items():
             CONSUMER_LAG.labels(self.group, topic).set(behind)
 
@@ -505,11 +532,15 @@ class Eventing:
         bootstrap: str,
         loop: asyncio.AbstractEventLoop,
         send: Sender,
+        journal: BrokerJournal | None = None,
     ) -> None:
         self.topology = topology
         self.bootstrap = bootstrap
         self.loop = loop
         self.send = send
+        # Set for the embedded in-memory broker only: what the ingress acknowledges is kept there too.
+        self.journal = journal
+        self._lost_since: float | None = None
         self.producer = Producer(
             {
                 "bootstrap.servers": bootstrap,
@@ -522,6 +553,8 @@ class Eventing:
         self._polling = threading.Event()
         self._poller = threading.Thread(target=self._poll_producer, name="broker-producer", daemon=True)
         self.consumers: list[ConsumerLoop] = []
+        self._trigger_consumers: list[ConsumerLoop] = []
+        self._source_consumers: list[ConsumerLoop] = []
         self.tasks: list[asyncio.Task[Any]] = []
         self.stats: dict[str, int] = {"received": 0, "delivered": 0, "retries": 0, "dead_lettered": 0, "dropped": 0}
 
@@ -544,7 +577,7 @@ class Eventing:
         for trigger in self.topology.triggers:
             broker = self.topology.brokers[f"{trigger.namespace}/{trigger.broker}"]
             group = f"knative-trigger-{trigger.namespace}-{trigger.name}"
-            self.consumers.append(
+            self._trigger_consumers.append(
                 ConsumerLoop(
                     trigger.name,
                     self.bootstrap,
@@ -554,7 +587,7 @@ class Eventing:
                 )
             )
         for source in self.topology.kafka_sources:
-            self.consumers.append(
+            self._source_consumers.append(
                 ConsumerLoop(
                     source.name,
                     self.bootstrap,
@@ -564,11 +597,14 @@ class Eventing:
                     initial_offset=source.initial_offset,
                 )
             )
+        self.consumers = self._trigger_consumers + self._source_consumers
         for consumer in self.consumers:
             consumer.start()
         for ping in self.topology.ping_sources:
             self.tasks.append(asyncio.create_task(self._run_ping(ping)))
         self.tasks.append(asyncio.create_task(self._reconcile_topics()))
+        if self.journal is not None:
+            self.tasks.append(asyncio.create_task(self._prune_journal()))
 
     def ensure_topics(self) -> None:
         by_partitions: dict[int, list[str]] = {}
@@ -590,6 +626,65 @@ class Eventing:
         """After the embedded (in-memory) broker restarts: every consumer reads its topics from the start."""
         for consumer in self.consumers:
             consumer.from_the_start.set()
+
+    # what the broker held, when it forgets it
+
+    def settled_through(self) -> float | None:
+        """A wall-clock time before which every event the broker acknowledged has been settled by every
+        consumer group (delivered, dead-lettered or replied), so that losing the broker cannot lose
+        it; None when that is not known yet.
+
+        Each group notes when it was last seen with nothing left to read (ConsumerLoop.caught_up).
+        A KafkaSource forwards into the Broker's topic before it commits, so its moment counts
+        only if every Trigger caught up after it: then whatever it forwarded was delivered too.
+        """
+        if any(not c.caught_up for c in self._trigger_consumers):
+            return None
+        through = min((c.caught_up[-1] for c in self._trigger_consumers), default=time.time())
+        triggers_through = through
+        for source in self._source_consumers:
+            earlier = [moment for moment in source.caught_up if moment <= triggers_through]
+            if not earlier:
+                return None
+            through = min(through, earlier[-1])
+        return through
+
+    def broker_down(self, fallback: float) -> None:
+        """The broker process ended: note from when on what it held may not have been delivered
+        (`fallback`, when it started, if no consumer has been seen caught up since)."""
+        if self._lost_since is None:
+            settled = self.settled_through()
+            self._lost_since = max(settled, fallback) if settled is not None else fallback
+
+    def broker_back(self) -> float | None:
+        """The broker is up again and empty: consumers read from the start; returns the moment from
+        which the events it had acknowledged must be sent again (None: it did not go down)."""
+        self.broker_lost_its_records()
+        since, self._lost_since = self._lost_since, None
+        return since
+
+    async def replay_journal(self, since: datetime) -> int:
+        """Stores again what the ingress acknowledged since `since` (idempotent consumers absorb repeats)."""
+        if self.journal is None:
+            return 0
+        kept = await asyncio.to_thread(self.journal.since, since)
+        for topic, event in kept:
+            await self._forever(functools.partial(self.produce, topic, event), f"replay of {event['id']}")
+        return len(kept)
+
+    async def _prune_journal(self) -> None:
+        """Drops journal rows every consumer group has settled past (with the replay margin)."""
+        assert self.journal is not None
+        while True:
+            await asyncio.sleep(JOURNAL_PRUNE_SECONDS)
+            settled = self.settled_through()
+            if settled is None:
+                continue
+            try:
+                before = datetime.fromtimestamp(settled - REPLAY_MARGIN_SECONDS, UTC)
+                await asyncio.to_thread(self.journal.prune_before, before)
+            except Exception as error:  # noqa: BLE001 - PostgreSQL restarting: prune next round
+                log.debug("journal not pruned: %s", error)
 
     async def wait_ready(self, timeout: float = 30) -> None:
         """Until every consumer has its partitions (groups join in a few seconds)."""
@@ -618,10 +713,14 @@ class Eventing:
         """The Broker's HTTP ingress: 202 once the event is stored in the broker's topic."""
         if request.method != "POST":
             return web.Response(status=405, headers={"Allow": "POST"})
-        status, text = await self.accept(namespace, name, dict(request.headers), await request.read())
+        status, text = await self.accept(namespace, name, dict(request.headers), await request.read(), journal=True)
         return web.Response(status=status, text=text, headers={"Retry-After": "1"} if status == 503 else None)
 
-    async def accept(self, namespace: str, name: str, headers: Mapping[str, str], body: bytes) -> tuple[int, str]:
+    async def accept(
+        self, namespace: str, name: str, headers: Mapping[str, str], body: bytes, *, journal: bool = False
+    ) -> tuple[int, str]:
+        """Stores an event in a broker's topic. `journal`: it has no outbox behind it (it came over
+        HTTP), so the local journal keeps it too, for a restart of the in-memory broker."""
         broker = self.broker_for(namespace, name)
         if broker is None:
             return 404, f"no broker {namespace}/{name}"
@@ -633,6 +732,8 @@ class Eventing:
         except Exception as error:  # noqa: BLE001 - anything unparseable is the sender's fault
             return 400, f"not a valid CloudEvent: {error}"
         try:
+            if journal:
+                await self._journal(broker.topic, event)
             await self.produce(broker.topic, event)
         except Exception as error:  # noqa: BLE001
             log.warning("broker %s could not store an event: %s", name, error)
@@ -640,6 +741,10 @@ class Eventing:
         self.stats["received"] += 1
         RECEIVED.labels(f"{namespace}/{name}").inc()
         return 202, ""
+
+    async def _journal(self, topic: str, event: CloudEvent) -> None:
+        if self.journal is not None:
+            await asyncio.to_thread(self.journal.record, topic, event)
 
     async def produce(self, topic: str, event: CloudEvent) -> None:
         done: asyncio.Future[None] = self.loop.create_future()
@@ -712,7 +817,13 @@ class Eventing:
         outcome = await self.deliver(event, trigger.subscriber, trigger.delivery)
         if outcome.delivered and outcome.reply is not None:
             broker = self.topology.brokers[f"{trigger.namespace}/{trigger.broker}"]
-            await self._forever(lambda: self.produce(broker.topic, outcome.reply), f"reply of {trigger.name}")  # type: ignore[arg-type]
+            reply = outcome.reply
+
+            async def store_reply() -> None:
+                await self._journal(broker.topic, reply)
+                await self.produce(broker.topic, reply)
+
+            await self._forever(store_reply, f"reply of {trigger.name}")
 
     async def _dispatch_source(self, source: KafkaSource, event: CloudEvent) -> None:
         await self.deliver(event, source.sink, source.delivery)

@@ -124,6 +124,9 @@ class ServerProcess(_Server):
         self.supervised = False
         # Called after every start but the first (a restart, asked for or after a crash).
         self.on_restart: list[Callable[[], None]] = []
+        # Called when the process has ended, asked to or not (before any restart).
+        self.on_exit: list[Callable[[], None]] = []
+        self.started_at: float | None = None  # wall-clock time the running process became ready
         self._process: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
         self._lock = threading.Lock()
@@ -194,6 +197,7 @@ class ServerProcess(_Server):
             self._end(process)
             raise
         self.lifecycle.running()
+        self.started_at = time.time()
         log.info(
             "%s ready on %s:%d in %.2f s (log: %s)",
             self.name,
@@ -203,13 +207,16 @@ class ServerProcess(_Server):
             self.log_path,
         )
         if self._started_before:
-            for listener in list(self.on_restart):
-                try:
-                    listener()
-                except Exception:
-                    log.exception("%s: a restart listener failed", self.name)
+            self._notify(self.on_restart, "restart")
         self._started_before = True
         return process
+
+    def _notify(self, listeners: list[Callable[[], None]], what: str) -> None:
+        for listener in list(listeners):
+            try:
+                listener()
+            except Exception:
+                log.exception("%s: a %s listener failed", self.name, what)
 
     def _wait_until_ready(self, process: subprocess.Popen[bytes], deadline: float) -> None:
         while not self._ready():
@@ -246,6 +253,7 @@ class ServerProcess(_Server):
                     return  # stop() took it: an exit we asked for
                 self._process = None
             _running.discard(self)
+            self._notify(self.on_exit, "exit")
             # A killed postmaster's backends outlive it for a moment, holding its shared memory.
             leftovers = kill_leftovers(process.pid)
             exit = Exit.of(returncode)
@@ -299,6 +307,7 @@ class ServerProcess(_Server):
             process.wait()
         kill_leftovers(process.pid)
         self.lifecycle.stopped()
+        self._notify(self.on_exit, "exit")
         log.info("%s stopped in %.2f s", self.name, time.monotonic() - began)
 
 

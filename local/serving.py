@@ -20,7 +20,7 @@ from prometheus_client import Counter, Histogram
 
 from local.eventing import REGISTRY
 from local.manifests import ROOT, KnativeService
-from local.supervision import Exit, Lifecycle, State
+from local.supervision import Exit, Lifecycle, State, kill_leftovers
 
 log = logging.getLogger("local.serving")
 COLD_STARTS = Counter(
@@ -253,6 +253,9 @@ class Revision:
         if self.process is not process or process.returncode is None:
             return
         self.process = None
+        # The container is gone with its main process: so are its other processes (a gunicorn
+        # worker would otherwise finish its request for a master that no longer exists).
+        kill_leftovers(process.pid)
         exit = Exit.of(process.returncode)
         delay = self.lifecycle.crashed(exit)
         if self.service.min_scale > 0:

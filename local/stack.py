@@ -7,13 +7,16 @@ free ports in a temporary folder.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import secrets
 import threading
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -24,9 +27,20 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from functions.shared import events, kafka, migrate, tracing
+from functions.shared.config import Config
+from functions.shared.outbox import Relay
 from local import mailbox, manifests, prometheus
-from local.eventing import BROKER_INGRESS_HOST, BROKER_PATH_PREFIX, REGISTRY, Destination, Eventing, load
+from local.eventing import (
+    BROKER_INGRESS_HOST,
+    BROKER_PATH_PREFIX,
+    REGISTRY,
+    REPLAY_MARGIN_SECONDS,
+    Destination,
+    Eventing,
+    load,
+)
 from local.issuer import Issuer
+from local.journal import BrokerJournal
 from local.servers import (
     EmbeddedCollector,
     EmbeddedKafka,
@@ -90,6 +104,7 @@ class Stack:
         self.issuer: Issuer | None = None
         self.topology = load(settings.eventing_paths)
         self.eventing: Eventing | None = None
+        self.replays: list[dict[str, Any]] = []  # what was sent again after broker restarts
         self._check_destinations()
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -330,7 +345,14 @@ class Stack:
 
     async def _eventing_status(self, _: web.Request) -> web.Response:
         assert self.eventing is not None
-        return web.json_response(self.eventing.stats)
+        settled = self.eventing.settled_through()
+        return web.json_response(
+            {
+                **self.eventing.stats,
+                "settledThrough": datetime.fromtimestamp(settled, UTC).isoformat() if settled else None,
+                "replays": self.replays,
+            }
+        )
 
     async def _start_serving(self) -> None:
         for name, service in self.services.items():
@@ -359,11 +381,91 @@ class Stack:
         self.autoscaler = Autoscaler(self.revisions, self._http)
         self._tasks.append(asyncio.create_task(self.autoscaler.run()))
         await self.autoscaler.start_min_scale()
-        self.eventing = Eventing(self.topology, self.kafka_bootstrap, asyncio.get_running_loop(), self.send)
+        journal = None
+        if self.kafka is not None:  # in memory: what it acknowledged must be kept elsewhere too
+            journal = BrokerJournal(self.database_urls["eventing"])
+            await asyncio.to_thread(journal.create)
+        self.eventing = Eventing(
+            self.topology, self.kafka_bootstrap, asyncio.get_running_loop(), self.send, journal=journal
+        )
         if self.kafka is not None:
-            self.kafka.on_restart.append(self.eventing.broker_lost_its_records)
+            self.kafka.on_exit.append(self._broker_down)
+            self.kafka.on_restart.append(self._broker_back)
         await self.eventing.start()
         await self.eventing.wait_ready()
+
+    # --- the in-memory broker restarted ---------------------------------------------------------
+
+    def _broker_down(self) -> None:
+        assert self.eventing is not None and self.kafka is not None
+        self.eventing.broker_down(fallback=self.kafka.started_at or time.time())
+
+    def _broker_back(self) -> None:
+        """Called on the supervisor's thread once the restarted (empty) broker serves again."""
+        assert self.eventing is not None
+        since = self.eventing.broker_back()
+        if since is not None:
+            asyncio.run_coroutine_threadsafe(self._replay(since), self._loop)
+
+    async def _replay(self, settled: float) -> None:
+        """Sends again everything the lost broker had acknowledged after `settled` (with a margin):
+        the outboxes' rows sent since then are marked unsent and their relays fired at once, and the
+        journal's events are stored again. Subscribers are idempotent, so repeats are harmless."""
+        assert self.eventing is not None
+        since = datetime.fromtimestamp(settled - REPLAY_MARGIN_SECONDS, UTC)
+        began = time.monotonic()
+        await self._forever(lambda: asyncio.to_thread(self.eventing_topics), "topics after the broker restart")
+        requeued: dict[str, int] = {}
+        for service, relay in self.outbox_relays().items():
+            requeue = functools.partial(asyncio.to_thread, relay.requeue_since, since)
+            count = await self._forever(requeue, f"requeue of {relay.name}")
+            requeued[relay.name] = count
+            for ping in self.topology.ping_sources:
+                if ping.sink.kind == "Service" and ping.sink.name == service:
+                    await self.eventing.fire(ping)
+        journaled = await self.eventing.replay_journal(since)
+        report = {
+            "at": datetime.now(UTC).isoformat(),
+            "since": since.isoformat(),
+            "outboxEvents": requeued,
+            "journalEvents": journaled,
+            "seconds": round(time.monotonic() - began, 2),
+        }
+        self.replays.append(report)
+        log.warning(
+            "the broker restarted empty: sent again what it had acknowledged since %s: %s outbox events %s, "
+            "%d ingress events, in %.1f s",
+            since.isoformat(timespec="seconds"),
+            sum(requeued.values()),
+            requeued,
+            journaled,
+            report["seconds"],
+        )
+
+    def eventing_topics(self) -> None:
+        assert self.eventing is not None
+        self.eventing.ensure_topics()
+
+    async def _forever(self, action: Callable[[], Awaitable[T]], what: str) -> T:
+        """Retries with capped backoff until `action` works (a server it needs may be restarting too)."""
+        delay = 0.5
+        while True:
+            try:
+                return await action()
+            except Exception as error:  # noqa: BLE001
+                log.warning("%s failed, retrying in %.1fs: %s", what, delay, error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+
+    def outbox_relays(self) -> dict[str, Relay]:
+        """Each outbox-relay service's outbox (read from knative/), opened with its local settings."""
+        from functions.eventing.bootstrap import outbox_for
+
+        relays = {}
+        for name, service in self.services.items():
+            if service.literal_env("OUTBOX_NAME"):
+                relays[name] = outbox_for(Config(self.service_env(service)))
+        return relays
 
     def _http(self) -> Any:
         assert self.ingress is not None and self.ingress.http is not None
@@ -384,7 +486,8 @@ class Stack:
             self.autoscaler.cancel_restarts()
         if self.eventing:
             if self.kafka is not None:
-                self.kafka.on_restart.remove(self.eventing.broker_lost_its_records)
+                self.kafka.on_exit.remove(self._broker_down)
+                self.kafka.on_restart.remove(self._broker_back)
             await self.eventing.stop()
         await asyncio.gather(*(r.stop() for r in self.revisions.values()))
         if self._runner:

@@ -6,7 +6,7 @@ from functools import cache
 
 from functions.eventing.deadletters import PostgresDeadLetterStore
 from functions.shared import health
-from functions.shared.config import ConfigError, config
+from functions.shared.config import Config, ConfigError, config
 from functions.shared.outbox import Relay
 from functions.shared.postgres_outbox import PostgresOutbox
 from functions.shared.services import Reply, send
@@ -14,8 +14,14 @@ from functions.shared.services import Reply, send
 
 @cache
 def outbox() -> Relay:
-    """The outbox this deployment relays: OUTBOX_STORE=postgres (DATABASE_URL) or mongodb (MONGODB_URI)."""
-    settings = config()
+    return outbox_for(config())
+
+
+def outbox_for(settings: Config) -> Relay:
+    """The outbox a relay deployment drains: OUTBOX_STORE=postgres (DATABASE_URL) or mongodb (MONGODB_URI).
+
+    The local runtime uses it too, with each relay service's settings, to re-publish after its
+    in-memory broker restarted."""
     kind = settings.optional("OUTBOX_STORE", "postgres")
     name = settings.required("OUTBOX_NAME")
     if kind == "postgres":

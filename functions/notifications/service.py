@@ -38,7 +38,13 @@ def send_notification(
         mailer.send(email)
     except (smtplib.SMTPException, OSError) as error:
         ledger.forget(event)
-        # 503: Knative retries it with backoff, then dead-letters it.
+        if _refused_for_good(error):
+            # A 5xx reply will be the same on every retry: 422, which Knative dead-letters at once
+            # (from where an operator can replay it once the cause is fixed).
+            raise problems.unprocessable(
+                f"the mail server refused this mail for good: {error}", "mail-rejected"
+            ) from None
+        # 503: Knative retries it with backoff (the Trigger waits out a minute's outage), then dead-letters it.
         raise problems.unavailable(f"the mail server refused or failed: {error}", retry_after=2) from None
     ledger.sent(event)
     metrics.EMAILS_SENT.labels(event["type"]).inc()
@@ -49,3 +55,11 @@ def send_notification(
         extra={"event_id": event["id"], "event_type": event["type"], "order_number": data.get("orderNumber")},
     )
     return claim
+
+
+def _refused_for_good(error: BaseException) -> bool:
+    """An SMTP 5xx reply (RFC 5321 §4.2.1: permanent) rather than a 4xx or a lost connection."""
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        codes = [code for code, _ in error.recipients.values()]
+        return bool(codes) and all(code >= 500 for code in codes)
+    return isinstance(error, smtplib.SMTPResponseException) and error.smtp_code >= 500

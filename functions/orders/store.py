@@ -87,11 +87,17 @@ class PostgresOrderStore:
             return None
 
     def release_key(self, customer_id: str, key: str) -> None:
-        with db.transaction(self.url) as conn:
-            conn.execute(
-                "DELETE FROM idempotency_keys WHERE customer_id = %s AND key = %s AND response IS NULL",
-                (customer_id, key),
-            )
+        """Frees the key of a request that failed, so its retry need not wait for the claim to go stale.
+        Retried while the database restarts: that is often what made the request fail."""
+
+        def release() -> None:
+            with db.transaction(self.url) as conn:
+                conn.execute(
+                    "DELETE FROM idempotency_keys WHERE customer_id = %s AND key = %s AND response IS NULL",
+                    (customer_id, key),
+                )
+
+        db.retrying(release, what=f"releasing Idempotency-Key {key!r}")
 
     def insert(self, order: Order, event: CloudEvent, key: str | None, response: dict[str, Any] | None) -> None:
         """Commits the order with its event and, for a key, its answer.

@@ -99,3 +99,9 @@ class MongoOutbox:
     def purge_sent(self) -> int:
         result = self.collection.delete_many({"sentAt": {"$lt": datetime.now(UTC) - RETENTION}})
         return int(result.deleted_count)
+
+    def requeue_since(self, moment: datetime) -> int:
+        result = self.collection.update_many(
+            {"sentAt": {"$gte": moment}}, {"$set": {"sentAt": None, "leaseUntil": None}}
+        )
+        return int(result.modified_count)

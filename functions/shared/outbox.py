@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Protocol
 
@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("shop.outbox")
 BATCH = 200
+# While Kafka is down, the fast path tries again after 1, 2, 4 ... up to this many seconds, so
+# events go out within seconds of its return rather than at the next sweep.
+RETRY_CAP_SECONDS = 15.0
 RETENTION = timedelta(days=7)
 
 
@@ -39,6 +42,14 @@ class Relay(Protocol):
     def oldest_unsent_age(self) -> float: ...
 
     def purge_sent(self) -> int: ...
+
+    def requeue_since(self, moment: datetime) -> int:
+        """Marks the events sent at or after `moment` unsent again, so the relay publishes them once more.
+
+        For a broker that lost what it had acknowledged (the local in-memory one, restarted): the
+        consumers are idempotent on (source, id), so an event they already had is harmless.
+        """
+        ...
 
 
 @cache
@@ -62,7 +73,8 @@ class FastPathRelay:
     """Relays right after commits, off the request thread, coalescing bursts of commits.
 
     `poke()` after a commit wakes one background thread per process, which drains the
-    outbox. If that fails (Kafka down), rows stay unsent and the scheduled sweep retries.
+    outbox. If that fails (Kafka down), rows stay unsent; the thread tries again with backoff,
+    and the scheduled sweep is the safety net (a process that scaled to zero meanwhile).
     """
 
     def __init__(self, relay: Callable[[], int]) -> None:
@@ -84,10 +96,13 @@ class FastPathRelay:
         self._wake.set()
 
     def _run(self) -> None:
+        retry_in: float | None = None  # after a failure, try again this soon even without a commit
         while True:
-            self._wake.wait()
+            self._wake.wait(retry_in)
             self._wake.clear()
             try:
                 self._relay()
-            except Exception as error:  # noqa: BLE001 - the sweep is the safety net
-                log.warning("fast-path relay failed, the sweep will retry: %s", error)
+                retry_in = None
+            except Exception as error:  # noqa: BLE001 - rows stay unsent; this thread or the sweep retries
+                retry_in = min(2 * retry_in if retry_in else 1.0, RETRY_CAP_SECONDS)
+                log.warning("fast-path relay failed, trying again in %.0f s: %s", retry_in, error)

@@ -6,6 +6,7 @@ so two relays at once never send the same row.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from cloudevents.http import CloudEvent
@@ -63,4 +64,9 @@ class PostgresOutbox:
     def purge_sent(self) -> int:
         with db.transaction(self.url) as conn:
             cursor = conn.execute("DELETE FROM outbox WHERE sent_at < now() - %s", (RETENTION,))
+            return cursor.rowcount
+
+    def requeue_since(self, moment: datetime) -> int:
+        with db.transaction(self.url) as conn:
+            cursor = conn.execute("UPDATE outbox SET sent_at = NULL WHERE sent_at >= %s", (moment,))
             return cursor.rowcount

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from tests.conftest import eventually, problem_of
 from tests.e2e.conftest import Shop
@@ -116,29 +119,52 @@ def test_a_failing_subscriber_is_retried_then_dead_lettered_then_replayed(
     shop: Shop, customer: Callable[..., dict[str, str]]
 ) -> None:
     sku = shop.product(units=5)
-    # The Broker's delivery: 1 attempt + 5 retries. Make every one of them fail at the SMTP server.
-    shop.stack.smtp.fail_next(6)
-    number = shop.order(customer(), (sku, 1)).json()["orderNumber"]
     admin = shop.people.admin()
-
-    def dead_letters() -> list[dict[str, object]]:
-        listing = shop.ingress.call("dead-letter", "GET", "/deadletters?type=com.shop.order.placed", headers=admin)
-        assert listing.status_code == 200, listing.text
-        return [d for d in listing.json()["items"] if d["subject"] == number]
-
-    dead = eventually(dead_letters, timeout=60)[0]
-    assert dead["destination"] == "http://notification-send.shop.svc.cluster.local"
-    assert dead["errorCode"] == 503 and "mail server" in str(dead["errorData"])
-    assert shop.mails_about(number) == []
-    assert shop.stack.smtp.fail_next_remaining() == 0
+    # inventory-confirm's Trigger has the Broker's delivery: 1 attempt + 5 retries, then dead-letter.
+    shop.stack.suspend("inventory-confirm")
+    try:
+        number = shop.order(customer(), (sku, 1)).json()["orderNumber"]
+        dead = eventually(lambda: dead_letters_of(shop, admin, number, "inventory-confirm"), timeout=60)[0]
+    finally:
+        shop.stack.suspend("inventory-confirm", False)
+    assert dead["errorCode"] == 503
+    assert reservation_status(shop, number) == "HELD"
     replayed = shop.ingress.call("dead-letter", "POST", f"/deadletters/{dead['id']}/replay", headers=admin)
     assert replayed.status_code == 200, replayed.text
-    assert replayed.json()["replayStatus"] == 200
-    assert len(shop.wait_for_mail(number)) == 1
+    assert replayed.json()["replayStatus"] in (200, 204)
+    assert reservation_status(shop, number) == "COMMITTED"
     customer_listing = shop.ingress.call("dead-letter", "GET", "/deadletters", headers=shop.people.customer())
     assert customer_listing.status_code == 403
     missing = shop.ingress.call("dead-letter", "POST", f"/deadletters/{10**12}/replay", headers=admin)
     assert missing.status_code == 404
+
+
+def test_a_mail_the_server_refuses_for_good_is_dead_lettered_at_once_then_replayed(
+    shop: Shop, customer: Callable[..., dict[str, str]]
+) -> None:
+    """An SMTP 5xx is permanent: retrying for a minute would not help, so it goes to dead-letter at once."""
+    sku = shop.product(units=5)
+    admin = shop.people.admin()
+    shop.stack.smtp.fail_next(1, code=554)
+    number = shop.order(customer(), (sku, 1)).json()["orderNumber"]
+    dead = eventually(lambda: dead_letters_of(shop, admin, number, "notification-send"), timeout=60)[0]
+    assert dead["errorCode"] == 422 and "refused this mail for good" in str(dead["errorData"])
+    assert shop.mails_about(number) == []
+    assert shop.stack.smtp.fail_next_remaining() == 0
+    replayed = shop.ingress.call("dead-letter", "POST", f"/deadletters/{dead['id']}/replay", headers=admin)
+    assert replayed.status_code == 200, replayed.text
+    assert len(shop.wait_for_mail(number)) == 1
+
+
+def dead_letters_of(shop: Shop, admin: dict[str, str], number: str, service: str) -> list[dict[str, object]]:
+    listing = shop.ingress.call("dead-letter", "GET", "/deadletters?type=com.shop.order.placed", headers=admin)
+    assert listing.status_code == 200, listing.text
+    destination = f"http://{service}.shop.svc.cluster.local"
+    return [d for d in listing.json()["items"] if d["subject"] == number and d["destination"] == destination]
+
+
+def reservation_status(shop: Shop, number: str) -> str:
+    return str(shop.sql("inventory", "SELECT status FROM reservations WHERE order_number = %s", number)[0][0])
 
 
 def test_an_event_without_a_consumer_type_is_dead_lettered_not_retried(shop: Shop) -> None:
@@ -168,3 +194,29 @@ def test_an_event_without_a_consumer_type_is_dead_lettered_not_retried(shop: Sho
         "http://notification-send.shop.svc.cluster.local",
     }
     assert {d["errorCode"] for d in found} == {400}
+
+
+def test_a_function_killed_mid_request_answers_retryably_and_the_next_request_starts_it_anew(shop: Shop) -> None:
+    stack = shop.stack
+    stack.set_env("product-get", SHOP_FAULTS="delay:5")  # every request waits 5 s: time to kill it mid-way
+    try:
+        revision = stack.revisions["product-get"]
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(shop.ingress.call, "product-get", "GET", "/api/products/iphone_15")
+            eventually(lambda: revision.in_flight > 0 and revision.status()["state"] == "Running", timeout=30)
+            process = revision.process
+            assert process is not None
+            os.killpg(process.pid, signal.SIGKILL)  # the function's processes, as when its container dies
+            killed = answer.result(timeout=30)
+        assert killed.status_code == 503, killed.text
+        assert int(killed.headers["Retry-After"]) >= 1
+        assert "closed the connection" in problem_of(killed)["detail"]
+        status = eventually(lambda: (s := revision.status())["lastExit"] and s, timeout=10)
+        assert status["lastExit"]["signal"] == "SIGKILL"
+        assert status["state"] == "Restarting" and not status["running"]
+    finally:
+        stack.set_env("product-get", SHOP_FAULTS="")
+    cold_starts = revision.cold_starts
+    again = shop.ingress.call("product-get", "GET", "/api/products/iphone_15")
+    assert again.status_code in (200, 404), again.text
+    assert revision.cold_starts == cold_starts + 1
