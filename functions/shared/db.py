@@ -1,10 +1,12 @@
 """Connections to PostgreSQL: a pool per database URL, opened on first use, that heals after a server restart.
 
-When the server restarts, every pooled connection is dead. The request that meets the first
-one fails (503 with Retry-After: nothing of its transaction was committed), and the pool then
-tests its other idle connections at once, so that later requests get fresh ones instead of
-failing one by one. While the server is down, a request waits at most POOL_TIMEOUT_SECONDS
-for a connection, then fails with 503 too.
+When the server restarts, every pooled connection is dead. A connection that sat idle for more
+than IDLE_CHECK_SECONDS is tested (an empty query) before it is handed out, so a function that
+was quiet during the restart serves its next request on a fresh connection. Under load,
+connections are handed out again within milliseconds and untested: the request that meets the
+first dead one fails (503 with Retry-After: nothing of its transaction was committed), and the
+pool then tests its other idle connections at once. While the server is down, a request waits
+at most POOL_TIMEOUT_SECONDS for a connection, then fails with 503 too.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,11 +27,24 @@ from psycopg_pool import ConnectionPool
 log = logging.getLogger("shop.db")
 T = TypeVar("T")
 POOL_TIMEOUT_SECONDS = 2.0
+IDLE_CHECK_SECONDS = 1.0
 _lock = threading.Lock()
 # Connections whose rows are dicts (column name -> value).
 Connection = psycopg.Connection[DictRow]
 _pools: dict[str, ConnectionPool[Connection]] = {}
 _checking: set[str] = set()
+# When each pooled connection was last given back (a round trip to test it costs more than a busy
+# connection's risk of having died since).
+_returned_at: weakref.WeakKeyDictionary[Connection, float] = weakref.WeakKeyDictionary()
+
+
+def _note_returned(conn: Connection) -> None:
+    _returned_at[conn] = time.monotonic()
+
+
+def _test_if_idle(conn: Connection) -> None:
+    if time.monotonic() - _returned_at.get(conn, 0.0) > IDLE_CHECK_SECONDS:
+        ConnectionPool.check_connection(conn)
 
 
 def pool(url: str, max_size: int = 8) -> ConnectionPool[Connection]:
@@ -42,6 +58,8 @@ def pool(url: str, max_size: int = 8) -> ConnectionPool[Connection]:
                 max_size=max_size,
                 kwargs={"row_factory": dict_row, "autocommit": False},
                 timeout=POOL_TIMEOUT_SECONDS,
+                check=_test_if_idle,
+                reset=_note_returned,
                 name=url.rsplit("/", 1)[-1],
                 open=True,
             )
