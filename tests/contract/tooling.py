@@ -49,15 +49,21 @@ def kubectl() -> str:
     return found
 
 
-@cache
 def kustomize(directory: Path) -> tuple[dict[str, Any], ...]:
     """`kubectl kustomize DIRECTORY`: the rendered documents, in the order kustomize prints them."""
+    returncode, output = _render(directory)
+    if returncode != 0:
+        raise AssertionError(f"kubectl kustomize {directory.relative_to(ROOT)} failed:\n{output}")
+    return tuple(doc for doc in yaml.safe_load_all(output) if doc)
+
+
+@cache
+def _render(directory: Path) -> tuple[int, str]:
+    """One rendering per folder and test run, failures included (each test that needs it reports it)."""
     rendered = subprocess.run(
         [kubectl(), "kustomize", str(directory)], capture_output=True, text=True, timeout=120, check=False
     )
-    if rendered.returncode != 0:
-        raise AssertionError(f"kubectl kustomize {directory.relative_to(ROOT)} failed:\n{rendered.stderr}")
-    return tuple(doc for doc in yaml.safe_load_all(rendered.stdout) if doc)
+    return rendered.returncode, rendered.stdout if rendered.returncode == 0 else rendered.stderr
 
 
 def checkov() -> Path:
