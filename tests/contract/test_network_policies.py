@@ -367,7 +367,10 @@ def _policy(spec: dict[str, Any], namespace: str = "a") -> dict[str, Any]:
     return {"kind": "NetworkPolicy", "metadata": {"name": "p", "namespace": namespace}, "spec": spec}
 
 
-EVALUATOR_NAMESPACES = {"a": {"kubernetes.io/metadata.name": "a", "team": "x"}, "b": {"kubernetes.io/metadata.name": "b"}}
+EVALUATOR_NAMESPACES = {
+    "a": {"kubernetes.io/metadata.name": "a", "team": "x"},
+    "b": {"kubernetes.io/metadata.name": "b"},
+}
 POD_A = netpol.Endpoint("pa", "10.0.0.1", "a", {"app": "web"}, {"http": 8080})
 POD_B = netpol.Endpoint("pb", "10.0.0.2", "b", {"app": "web"})
 OUTSIDE = netpol.Endpoint("out", "192.0.2.1")

@@ -50,20 +50,30 @@ def kubectl() -> str:
 
 
 def kustomize(directory: Path) -> tuple[dict[str, Any], ...]:
-    """`kubectl kustomize DIRECTORY`: the rendered documents, in the order kustomize prints them."""
+    """`kubectl kustomize DIRECTORY`: the rendered documents, in the order kustomize prints them.
+
+    Rendered and parsed once per folder and test run (failures included, each test that needs the
+    folder reports them); callers must not change the documents (copy.deepcopy first).
+    """
     returncode, output = _render(directory)
     if returncode != 0:
-        raise AssertionError(f"kubectl kustomize {directory.relative_to(ROOT)} failed:\n{output}")
-    return tuple(doc for doc in yaml.safe_load_all(output) if doc)
+        shown = directory.relative_to(ROOT) if directory.is_relative_to(ROOT) else directory
+        raise AssertionError(f"kubectl kustomize {shown} failed:\n{output}")
+    return _parse(output)
 
 
 @cache
 def _render(directory: Path) -> tuple[int, str]:
-    """One rendering per folder and test run, failures included (each test that needs it reports it)."""
     rendered = subprocess.run(
         [kubectl(), "kustomize", str(directory)], capture_output=True, text=True, timeout=120, check=False
     )
     return rendered.returncode, rendered.stdout if rendered.returncode == 0 else rendered.stderr
+
+
+@cache
+def _parse(output: str) -> tuple[dict[str, Any], ...]:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return tuple(doc for doc in yaml.load_all(output, Loader=loader) if doc)
 
 
 def checkov() -> Path:
