@@ -390,3 +390,9 @@ def test_every_image_of_the_functions_is_retagged_by_the_overlay() -> None:
         text = yaml.safe_dump_all(render(overlay))
         tagged = set(re.findall(rf"image: ({re.escape(FUNCTIONS_IMAGE)}:\S+|kind\.local/\S+)", text))
         assert len(tagged) == 1, (overlay, tagged)
+
+
+def test_dev_tokens_and_discovery_name_the_same_issuer() -> None:
+    """The walkthrough's tokens come from Keycloak in-cluster: their issuer is the discovery document's."""
+    data = one(render("dev"), "ConfigMap", "shop-config")["data"]
+    assert data["oidc.discovery"] == data["oidc.issuer"] + "/.well-known/openid-configuration"
