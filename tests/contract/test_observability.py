@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import logging
 import re
-import shutil
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -17,7 +16,7 @@ import yaml
 
 from tests import observability_tools as tools
 
-from . import crd
+from . import crd, tooling
 
 BUNDLE = tools.OBSERVABILITY_DIR
 YAML_FILES = sorted([*BUNDLE.rglob("*.yaml"), *BUNDLE.rglob("*.yml")])
@@ -88,10 +87,9 @@ def test_every_yaml_file_parses(path: Path) -> None:
 
 
 def test_kustomize_renders_the_bundle() -> None:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl not found: cannot render knative/observability/ with kustomize")
-    rendered = subprocess.run([kubectl, "kustomize", str(BUNDLE)], capture_output=True, text=True, timeout=120)
+    rendered = subprocess.run(
+        [tooling.kubectl(), "kustomize", str(BUNDLE)], capture_output=True, text=True, timeout=120
+    )
     assert rendered.returncode == 0, rendered.stderr
     objects = [d for d in yaml.safe_load_all(rendered.stdout) if d]
     by_kind: dict[str, dict[str, dict[str, Any]]] = {}
@@ -196,7 +194,7 @@ def test_prometheus_config_passes_promtool(tmp_path: Path) -> None:
     try:
         promtool = tools.prometheus_bin_dir() / "promtool"
     except tools.ToolUnavailable as missing:
-        pytest.skip(str(missing))
+        tooling.unavailable(str(missing))
     config = _yaml(PROMETHEUS_CONFIG)
     checked = copy.deepcopy(config)
     # Debian builds Prometheus without Kubernetes service discovery (its NEWS.Debian: "Kubernetes
