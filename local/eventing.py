@@ -547,6 +547,7 @@ class Eventing:
                 "acks": "all",
                 "linger.ms": 1,
                 "message.timeout.ms": 10000,
+                "reconnect.backoff.max.ms": 1000,
                 "logger": shop_kafka.client_logger("broker-ingress"),
             }
         )

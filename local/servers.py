@@ -132,6 +132,7 @@ class ServerProcess(_Server):
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._started_before = False
+        self._watcher: threading.Thread | None = None
 
     def supervise(self) -> Self:
         """From now on, restart the server whenever it dies without stop() being called."""
@@ -159,7 +160,15 @@ class ServerProcess(_Server):
         self._stopping.clear()
         process = self._launch()
         if process is not None:
-            threading.Thread(target=self._watch, args=(process,), name=f"watch-{self.name}", daemon=True).start()
+            self._watcher = threading.Thread(
+                target=self._watch, args=(process,), name=f"watch-{self.name}", daemon=True
+            )
+            self._watcher.start()
+
+    @property
+    def watching(self) -> bool:
+        """Whether a thread still watches (and may restart) this server's process."""
+        return self._watcher is not None and self._watcher.is_alive()
 
     def _launch(self) -> subprocess.Popen[bytes] | None:
         """Starts the process and waits until it serves; on failure leaves nothing running.

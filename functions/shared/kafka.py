@@ -88,6 +88,8 @@ class KafkaPublisher:
             "linger.ms": 1,
             "message.timeout.ms": int(timeout_seconds * 1000),
             "socket.connection.setup.timeout.ms": 3000,
+            # A restarted broker is found again within a second, not librdkafka's default 10 s.
+            "reconnect.backoff.max.ms": 1000,
             "logger": client_logger("producer"),
             "error_cb": self._on_error,
         }

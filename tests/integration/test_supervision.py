@@ -7,7 +7,6 @@ import signal
 import smtplib
 import subprocess
 import sys
-import threading
 import time
 from email.message import EmailMessage
 from pathlib import Path
@@ -179,5 +178,5 @@ def test_a_stopped_server_is_not_restarted(tmp_path: Path) -> None:
     smtp.start()
     smtp.stop()
     # The watcher has seen the exit and decided (a restart would have begun before it ends).
-    eventually(lambda: not any(t.name == "watch-smtp" and t.is_alive() for t in threading.enumerate()))
+    eventually(lambda: not smtp.watching)
     assert smtp.pid is None and smtp.status()["state"] == "Stopped"
