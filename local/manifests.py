@@ -57,6 +57,8 @@ class KnativeService:
     container_concurrency: int = 0
     timeout_seconds: float = 300.0
     readiness_path: str = "/"
+    # (ConfigMap name, mount path) of each ConfigMap volume the container mounts.
+    config_map_mounts: tuple[tuple[str, str], ...] = ()
 
     @property
     def min_scale(self) -> int:
@@ -107,6 +109,16 @@ def knative_service(path: Path, document: Mapping[str, Any]) -> KnativeService:
         container_concurrency=int(spec.get("containerConcurrency", 0)),
         timeout_seconds=float(spec.get("timeoutSeconds", 300)),
         readiness_path=probe.get("path", "/"),
+        config_map_mounts=_config_map_mounts(spec, container),
+    )
+
+
+def _config_map_mounts(spec: Mapping[str, Any], container: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    config_maps = {v["name"]: v["configMap"]["name"] for v in spec.get("volumes") or [] if "configMap" in v}
+    return tuple(
+        (config_maps[m["name"]], m["mountPath"].rstrip("/"))
+        for m in container.get("volumeMounts") or []
+        if m.get("name") in config_maps
     )
 
 

@@ -39,6 +39,7 @@ from local.eventing import (
     Eventing,
     load,
 )
+from local.flags import ConfigMapVolumes
 from local.issuer import Issuer
 from local.journal import BrokerJournal
 from local.servers import (
@@ -105,12 +106,15 @@ class Stack:
         self.topology = load(settings.eventing_paths)
         self.eventing: Eventing | None = None
         self.replays: list[dict[str, Any]] = []  # what was sent again after broker restarts
+        # The ConfigMaps services mount (the fault flags), as files; /_local/flags changes the flags.
+        self.config_maps = ConfigMapVolumes(settings.data_dir / "configmaps")
         self._check_destinations()
 
     # --- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.config_maps.write()
         self._start_servers()
         # Spans of the runtime's Broker/Trigger/source work, when OTEL_* settings ask for them;
         # the same settings reach every function through the environment it inherits.
@@ -246,7 +250,7 @@ class Stack:
         env["SHOP_NAMESPACE"] = service.namespace
         # registry-sync lists Knative Services from the Kubernetes API; here, from the runtime's stand-in.
         env["KUBERNETES_API_URL"] = f"{self.url}{KUBERNETES_API_PREFIX}"
-        return env
+        return self.config_maps.env(env, service.config_map_mounts)
 
     # --- serving ------------------------------------------------------------------------
 
@@ -368,6 +372,7 @@ class Stack:
         app.add_routes(prometheus.routes(self.revisions))  # /_local/prometheus/targets: http_sd for Prometheus
         app.add_routes(mailbox.routes(self.smtp.mail_dir if self.smtp else None))  # /_local/mail: captured mail
         app.router.add_post("/_local/pingsources/{namespace}/{name}", self._fire_ping)
+        app.add_routes(self.config_maps.routes())  # /_local/flags: the fault flags, changed at run time
         app.router.add_get(
             KUBERNETES_API_PREFIX + "/apis/serving.knative.dev/v1/namespaces/{namespace}/services",
             self._knative_services,

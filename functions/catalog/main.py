@@ -4,7 +4,7 @@ import flask
 import functions_framework
 
 from functions.catalog import bootstrap, parse, service
-from functions.shared import identity, web
+from functions.shared import flags, identity, web
 
 web.install(bootstrap.dependencies)
 
@@ -40,6 +40,7 @@ def product_update(request: flask.Request) -> flask.Response:
 def product_get(request: flask.Request) -> flask.Response:
     """GET /api/products/{sku}."""
     web.allow(request, "GET")
+    flags.delay(flags.PRODUCT_GET_LATENCY)
     product = service.get_product(parse.sku_from_path(request.path), products=bootstrap.view())
     return web.json_response(product.as_json(), headers={"ETag": product.etag})
 

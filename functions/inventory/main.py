@@ -7,7 +7,7 @@ from cloudevents.http import CloudEvent
 from functions.inventory import bootstrap, parse, service
 from functions.inventory.model import ConfirmReservation, ReleaseStock
 from functions.inventory.store import Delivery
-from functions.shared import events, identity, web
+from functions.shared import events, flags, identity, web
 
 web.install(bootstrap.dependencies)
 
@@ -39,6 +39,8 @@ def inventory_reserve(request: flask.Request) -> flask.Response:
     """POST /reservations {orderNumber, items}: all lines or none; the same request again answers the same."""
     web.allow(request, "POST")
     identity.require(request.headers)
+    flags.delay(flags.INVENTORY_RESERVE_LATENCY)
+    flags.fail_sometimes(flags.INVENTORY_RESERVE_FAILURE)
     cmd = parse.reserve_command(web.read_json(request))
     outcome = service.reserve_stock(cmd, inventory=bootstrap.inventory(), after_commit=bootstrap.after_commit)
     return web.json_response(outcome.reservation.as_json(), 201 if outcome.created else 200)

@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 import jinja2
 from opentelemetry.trace import SpanKind
 
-from functions.shared import events, tracing
+from functions.shared import events, flags, tracing
 
 TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
@@ -88,6 +88,8 @@ class SmtpMailer:
             "smtp.message_id": email.message_id,
         }
         with tracing.span("smtp send", SpanKind.CLIENT, attributes=attributes):
+            if flags.check(flags.SMTP_REFUSING):  # as a server refusing for now would: a 4xx, retried
+                raise smtplib.SMTPResponseException(451, b"4.3.0 Refused: fault flag smtpRefusing is on")
             try:
                 self._connection().send_message(message)
             except smtplib.SMTPServerDisconnected:

@@ -5,7 +5,7 @@ from cloudevents.http import CloudEvent
 
 from functions.notifications import bootstrap, service
 from functions.notifications.mail import NOTIFIED_TYPES
-from functions.shared import events, web
+from functions.shared import events, flags, problems, web
 
 web.install(bootstrap.dependencies)
 
@@ -14,6 +14,10 @@ web.install(bootstrap.dependencies)
 def notification_send(event: CloudEvent) -> None:
     """order.placed, order.cancelled, inventory.low -> one email each, never two for one event."""
     data = events.accept(event, NOTIFIED_TYPES)
+    flags.refuse_if(
+        flags.NOTIFICATION_SEND_FAILURE,
+        problems.unprocessable("fault flag notificationSendFailure fails every event for good", "injected-fault"),
+    )
     service.send_notification(
         event,
         data,

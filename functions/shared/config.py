@@ -48,6 +48,7 @@ SETTINGS: Mapping[str, str] = {
     "DELTA_RETENTION_SECONDS": "registry: how far back GET /eureka/apps/delta reaches (default 180)",
     "KUBERNETES_API_URL": "registry-sync: Kubernetes API server (default https://kubernetes.default.svc)",
     "K_SERVICE": "service name (set by Knative)",
+    "FLAGD_OFFLINE_FLAG_SOURCE_PATH": "the fault flags file (flagd format) read at run time; unset: every flag off",
     "SHOP_FAULTS": "fault injection for resilience tests: after-reserve, delay:<seconds> (never in production)",
 }
 

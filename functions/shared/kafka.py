@@ -16,7 +16,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from opentelemetry.trace import SpanKind
 
-from functions.shared import events, tracing
+from functions.shared import events, flags, tracing
 
 log = logging.getLogger("shop.kafka")
 
@@ -103,6 +103,8 @@ class KafkaPublisher:
 
     def publish(self, batch: Sequence[tuple[str, CloudEvent]]) -> None:
         """Sends (topic, event) pairs in order; raises PublishError unless all were acknowledged."""
+        if flags.check(flags.KAFKA_PRODUCE_FAILURE):
+            raise PublishError("fault flag kafkaProduceFailure: Kafka refused the produce")
         failures: list[str] = []
 
         def delivered(error: KafkaError | None, message: Any) -> None:

@@ -161,7 +161,7 @@ CASES: list[tuple[str, Mutation, str]] = [
     (
         "volume-not-mounted",
         lambda d: d["spec"]["template"]["spec"]["volumes"].append({"name": "spare", "emptyDir": {}}),
-        'volume with name "spare" not mounted: spec.template.spec.volumes[1].name',
+        'volume with name "spare" not mounted: spec.template.spec.volumes[2].name',
     ),
     (
         "secret-mounted-writable",
@@ -171,7 +171,7 @@ CASES: list[tuple[str, Mutation, str]] = [
             ),
             _container(d)["volumeMounts"].append({"name": "keys", "mountPath": "/keys"}),
         ),
-        f"volume mount should be readOnly for this type of volume: {CONTAINER}.volumeMounts[1].readOnly",
+        f"volume mount should be readOnly for this type of volume: {CONTAINER}.volumeMounts[2].readOnly",
     ),
     (
         "reserved-mount-path",
