@@ -1,4 +1,4 @@
-"""Demo catalog and stock, loaded on a first start through the same service functions the API uses."""
+"""Demo catalog, pictures and stock, loaded on a first start through the service functions the API uses."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from functions.inventory.model import Restock
 from functions.inventory.store import PostgresInventoryStore
 from functions.shared import mongo
 
+# The demo products' pictures, drawn for this project (gateway/storefront/images/products/<sku>.svg).
+IMAGES = "/storefront/images/products"
 # Each row: SKU, name, category, price, units in stock, description.
 PRODUCTS: tuple[tuple[str, str, str, str, int, str], ...] = (
     ("iphone_15", "iPhone 15", "phones", "799.00", 100, "Apple iPhone 15, 128 GB, A16 Bionic, 48 MP camera"),
@@ -56,7 +58,14 @@ def seed_if_empty(mongodb_uri: str, inventory_url: str) -> int:
         return 0
     stock = PostgresInventoryStore(inventory_url)
     for sku, name, category, price, units, description in PRODUCTS:
-        cmd = CreateProduct(sku=sku, name=name, category=category, price=Decimal(price), description=description)
+        cmd = CreateProduct(
+            sku=sku,
+            name=name,
+            category=category,
+            price=Decimal(price),
+            description=description,
+            image=f"{IMAGES}/{sku}.svg",
+        )
         catalog.create_product(cmd, products=products, clock=now, after_commit=lambda: None)
         inventory.restock(Restock(sku, units, "set"), inventory=stock)
     return len(PRODUCTS)

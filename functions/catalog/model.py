@@ -9,7 +9,7 @@ from typing import Any
 
 DEFAULT_CURRENCY = "USD"
 DEFAULT_CATEGORY = "uncategorized"
-UPDATABLE = ("name", "description", "category", "price", "currency", "active")
+UPDATABLE = ("name", "description", "category", "price", "currency", "active", "image")
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class Product:
     created_at: datetime
     updated_at: datetime
     id: str = ""
+    image: str = ""  # a same-origin path of the product's picture; empty: none
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -39,6 +40,7 @@ class Product:
             "version": self.version,
             "createdAt": self.created_at.isoformat(),
             "updatedAt": self.updated_at.isoformat(),
+            "image": self.image or None,
         }
 
     def as_legacy_json(self) -> dict[str, Any]:
@@ -52,7 +54,8 @@ class Product:
         }
 
     def as_event_data(self) -> dict[str, Any]:
-        return {
+        image = {"image": self.image} if self.image else {}
+        return image | {
             "sku": self.sku,
             "name": self.name,
             "description": self.description,
@@ -80,6 +83,7 @@ class CreateProduct:
     description: str = ""
     currency: str = DEFAULT_CURRENCY
     active: bool = True
+    image: str = ""
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,7 @@ def create_command(body: Any, *, legacy: bool) -> CreateProduct:
         price=money(body["price"]),
         currency=body.get("currency", DEFAULT_CURRENCY),
         active=body.get("active", True),
+        image=body.get("image") or "",
     )
 
 
@@ -76,6 +77,8 @@ def update_command(path: str, body: Any, if_match: str | None) -> UpdateProduct:
         changes["price"] = money(changes["price"])
     if "name" in changes:
         changes["name"] = changes["name"].strip()
+    if "image" in changes:
+        changes["image"] = changes["image"] or ""  # null removes the picture
     return UpdateProduct(sku=sku, changes=changes, if_match=if_match)
 
 

@@ -35,6 +35,7 @@ def create_product(
         price=cmd.price,
         currency=cmd.currency,
         active=cmd.active,
+        image=cmd.image,
         version=1,
         created_at=now,
         updated_at=now,

@@ -117,6 +117,7 @@ def _to_document(product: Product) -> dict[str, Any]:
         "version": product.version,
         "createdAt": product.created_at,
         "updatedAt": product.updated_at,
+        "image": product.image,
     }
 
 
@@ -133,6 +134,7 @@ def from_document(document: dict[str, Any]) -> Product:
         version=int(document["version"]),
         created_at=_utc(document["createdAt"]),
         updated_at=_utc(document["updatedAt"]),
+        image=document.get("image") or "",
     )
 
 
@@ -197,4 +199,5 @@ def active_in_memory(products: Iterable[Product]) -> list[Product]:
 
 
 def _sort_value(product: Product, field: str) -> Decimal | str:
-    return product.price if field == "price" else product.name
+    """Names sort as people read them: "iPhone" between "Galaxy" and "XPS", whatever the case."""
+    return product.price if field == "price" else product.name.casefold()
