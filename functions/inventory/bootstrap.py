@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import cache
 
+from functions.inventory.catalog import HttpCatalog
 from functions.inventory.orders import HttpOrderStates
 from functions.inventory.store import PostgresInventoryStore
 from functions.shared import health
@@ -35,6 +36,11 @@ def after_commit() -> None:
 
 def reservation_ttl() -> timedelta:
     return timedelta(seconds=config().seconds("RESERVATION_TTL_SECONDS", 300))
+
+
+@cache
+def catalog() -> HttpCatalog:
+    return HttpCatalog(ServiceClient("product-get", timeout=config().seconds("UPSTREAM_TIMEOUT_SECONDS", 3.0)))
 
 
 @cache

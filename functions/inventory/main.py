@@ -14,9 +14,18 @@ web.install(bootstrap.dependencies)
 
 @functions_framework.http
 def inventory_check(request: flask.Request) -> flask.Response:
-    """GET /api/inventory?skuCode=..&quantity=..: true/false for one SKU, per-SKU answers for several."""
+    """GET /api/inventory?skuCode=..&quantity=..: true/false for one SKU, per-SKU answers for several;
+    GET /api/inventory/{sku}: its level; GET /api/inventory?lowStock=true: levels under their threshold (admin)."""
     web.allow(request, "GET")
-    query, single = parse.stock_query(web.query(request, parse.CHECK_PARAMETERS))
+    if parse.is_level_path(request.path):
+        web.query(request, ())
+        sku = parse.sku_from_path(request.path, parse.LEVEL_PREFIX)
+        return web.json_response(service.stock_level(sku, inventory=bootstrap.inventory()).as_json())
+    params = web.query(request, parse.CHECK_PARAMETERS)
+    low = parse.low_stock_query(params, identity.from_headers(request.headers))
+    if low is not None:
+        return web.json_response(service.low_stock(low, inventory=bootstrap.inventory()))
+    query, single = parse.stock_query(params)
     answers = service.check_stock(query, inventory=bootstrap.inventory())
     if single:
         line, level = answers[0]
@@ -69,7 +78,7 @@ def inventory_restock(request: flask.Request) -> flask.Response:
     web.allow(request, "PUT")
     identity.require(request.headers, "admin")
     cmd = parse.restock_command(request.path, web.read_json(request))
-    level, created = service.restock(cmd, inventory=bootstrap.inventory())
+    level, created = service.restock(cmd, inventory=bootstrap.inventory(), catalog=bootstrap.catalog())
     return web.json_response(level.as_json(), 201 if created else 200)
 
 

@@ -66,6 +66,12 @@ class StockQuery:
 
 
 @dataclass(frozen=True)
+class LowStockQuery:
+    page: int = 0
+    size: int = 20
+
+
+@dataclass(frozen=True)
 class StockLevel:
     sku: str
     available: int

@@ -7,8 +7,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from functions.inventory.model import MAX_LINE_QUANTITY, Line, ReserveStock, Restock, StockQuery
-from functions.shared import problems
+from functions.inventory.model import MAX_LINE_QUANTITY, Line, LowStockQuery, ReserveStock, Restock, StockQuery
+from functions.shared import problems, web
+from functions.shared.identity import Identity
 from functions.shared.validation import SchemaSet
 
 SCHEMAS = SchemaSet(Path(__file__).with_name("api.yaml"))
@@ -16,8 +17,38 @@ SKU = re.compile(r"^[a-z0-9_-]{2,64}$")
 ORDER_NUMBER = re.compile(r"^[A-Za-z0-9-]{6,64}$")
 RESTOCK_PREFIX = "/api/inventory/"
 RELEASE_PATH = re.compile(r"^/reservations/(?P<order>[^/]+)/release/?$")
-CHECK_PARAMETERS = ("skuCode", "quantity")
+CHECK_PARAMETERS = ("skuCode", "quantity", "lowStock", "page", "size")
+LEVEL_PREFIX = "/api/inventory/"
 MAX_CHECK_SKUS = 50
+
+
+def is_level_path(path: str) -> bool:
+    """GET /api/inventory/{sku} rather than the check at /api/inventory."""
+    return path.startswith(LEVEL_PREFIX) and bool(path[len(LEVEL_PREFIX) :].strip("/"))
+
+
+def sku_from_path(path: str, prefix: str) -> str:
+    sku = path[len(prefix) :].rstrip("/")
+    if not SKU.match(sku):
+        raise problems.invalid_field("sku", f"must match {SKU.pattern}")
+    return sku
+
+
+def low_stock_query(params: Mapping[str, list[str]], caller: Identity | None) -> LowStockQuery | None:
+    """The low-stock listing (lowStock=true, admin only), or None for a stock check."""
+    flag = (web.single(params, "lowStock") or "false").lower()
+    if flag not in ("true", "false"):
+        raise problems.invalid_field("lowStock", "must be true or false")
+    paging = {"page", "size"} & set(params)
+    if flag == "false":
+        if paging:
+            raise problems.invalid_field(sorted(paging)[0], "pages are for the low-stock list (lowStock=true)")
+        return None
+    if not (caller and caller.is_admin):
+        raise problems.forbidden("lowStock=true needs the 'admin' role")
+    if "skuCode" in params or "quantity" in params:
+        raise problems.invalid_field("lowStock", "list low stock or check SKUs, not both")
+    return LowStockQuery(web.integer(params, "page", 0, 0, 10_000), web.integer(params, "size", 20, 1, 100))
 
 
 def stock_query(params: Mapping[str, list[str]]) -> tuple[StockQuery, bool]:
@@ -76,8 +107,6 @@ def order_number_from_release_path(path: str) -> str:
 def restock_command(path: str, body: Any) -> Restock:
     if not path.startswith(RESTOCK_PREFIX):
         raise problems.not_found(f"no such resource {path!r}; restock with PUT {RESTOCK_PREFIX}{{sku}}")
-    sku = path[len(RESTOCK_PREFIX) :].rstrip("/")
-    if not SKU.match(sku):
-        raise problems.invalid_field("sku", f"must match {SKU.pattern}")
+    sku = sku_from_path(path, RESTOCK_PREFIX)
     SCHEMAS.check("Restock", body)
     return Restock(sku, body["quantity"], body.get("mode", "set"), body.get("lowStockThreshold"))

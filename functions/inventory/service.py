@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
+from typing import Any
 
 from cloudevents.http import CloudEvent
 
@@ -14,6 +15,7 @@ from functions.inventory.model import (
     ConfirmReservation,
     InsufficientStock,
     Line,
+    LowStockQuery,
     ReleaseStock,
     Reservation,
     ReservationConflict,
@@ -183,7 +185,33 @@ def expire_reservations(
     return ExpiryReport(released, confirmed, undecided)
 
 
-def restock(cmd: Restock, *, inventory: InventoryStore) -> tuple[StockLevel, bool]:
+def stock_level(sku: str, *, inventory: InventoryStore) -> StockLevel:
+    level = inventory.levels([sku]).get(sku)
+    if level is None:
+        raise problems.not_found(f"no stock is kept for {sku!r}")
+    return level
+
+
+def low_stock(query: LowStockQuery, *, inventory: InventoryStore) -> dict[str, Any]:
+    """Levels under their low-stock threshold, emptiest first (a page)."""
+    levels, total = inventory.low_stock(query.page, query.size)
+    return {
+        "items": [level.as_json() for level in levels],
+        "page": query.page,
+        "size": query.size,
+        "totalItems": total,
+        "totalPages": (total + query.size - 1) // query.size,
+    }
+
+
+def restock(
+    cmd: Restock, *, inventory: InventoryStore, catalog: Callable[[str], bool] | None = None
+) -> tuple[StockLevel, bool]:
+    """Sets or adds stock. A SKU with no stock yet gets it only if the catalog has that product
+    (`catalog(sku)`): a mistyped SKU is a 404, not stock for nothing. inventory-track makes the
+    row of a new product a moment after it is created; this covers a restock that comes first."""
+    if catalog is not None and not inventory.levels([cmd.sku]) and not catalog(cmd.sku):
+        raise problems.not_found(f"no product {cmd.sku!r} in the catalog: stock is kept for catalog products only")
     try:
         level, created = inventory.restock(cmd)
     except UnknownSkus:

@@ -54,6 +54,8 @@ class InventoryStore(Protocol):
 
     def track(self, sku: str, delivery: Delivery) -> bool: ...
 
+    def low_stock(self, page: int, size: int) -> tuple[list[StockLevel], int]: ...
+
 
 class PostgresInventoryStore:
     def __init__(self, url: str) -> None:
@@ -182,6 +184,16 @@ class PostgresInventoryStore:
                 "SELECT sku, available, low_stock_threshold FROM stock WHERE sku = ANY(%s)", (list(skus),)
             ).fetchall()
         return {r["sku"]: _level(r) for r in rows}
+
+    def low_stock(self, page: int, size: int) -> tuple[list[StockLevel], int]:
+        with db.transaction(self.url) as conn:
+            total = conn.execute("SELECT count(*) AS n FROM stock WHERE available < low_stock_threshold").fetchone()
+            rows = conn.execute(
+                "SELECT sku, available, low_stock_threshold FROM stock WHERE available < low_stock_threshold"
+                " ORDER BY available, sku LIMIT %s OFFSET %s",
+                (size, page * size),
+            ).fetchall()
+        return [_level(r) for r in rows], int(total["n"]) if total else 0
 
     def track(self, sku: str, delivery: Delivery) -> bool:
         with db.transaction(self.url) as conn:

@@ -22,8 +22,9 @@ EVENTING = crd.REPO_ROOT / "eventing"
 # The functions that call other services (through the ingress's cluster-local listener), and why:
 # the gateway routes every /api request; order-place asks product-get for prices and
 # inventory-reserve/-release for stock; inventory-expire asks order-get about stale reservations;
-# dead-letter replays an event to where its delivery failed. No other function calls a service.
-CALLERS = frozenset({"gateway", "order-place", "inventory-expire", "dead-letter"})
+# inventory-restock asks product-get whether a SKU it has no stock for is a product; dead-letter
+# replays an event to where its delivery failed. No other function calls a service.
+CALLERS = frozenset({"gateway", "order-place", "inventory-expire", "inventory-restock", "dead-letter"})
 # The one function that calls the Kubernetes API (it lists the namespace's Knative Services).
 API_CLIENTS = frozenset({"registry-sync"})
 # Settings whose presence in a Knative Service's env means it talks to that server.
@@ -152,6 +153,7 @@ ALLOWED = [
     ("gateway", "istio-ingress", 8081),
     ("order-place", "kourier", 8081),
     ("inventory-expire", "kourier", 8081),
+    ("inventory-restock", "istio-ingress", 8081),
     ("dead-letter", "kourier", 8081),
     ("dead-letter", "broker-receiver", 8080),
     # Broker and Trigger dispatchers to the subscribers
