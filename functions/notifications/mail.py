@@ -44,8 +44,10 @@ class Email:
 
 
 def compose(event_type: str, event_id: str, data: dict[str, Any], *, operations: str, domain: str) -> Email:
-    """The email for an event: the customer's for orders, the operations address for stock."""
-    recipient = operations if event_type == events.INVENTORY_LOW else data["email"]
+    """The email for an event: the customer's for orders (the checkout's contact address, when given),
+    the operations address for stock."""
+    contact = data.get("contact") or {}
+    recipient = operations if event_type == events.INVENTORY_LOW else contact.get("email") or data["email"]
     # Optional properties the event left out are None (falsy in a template's `if`); a name that is
     # not in the event's schema at all still fails loudly (StrictUndefined).
     schema = events.schema_validator(event_type).schema

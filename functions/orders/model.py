@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -28,6 +28,41 @@ class Customer:
 
 
 @dataclass(frozen=True)
+class Contact:
+    """Who to tell about an order, as given at checkout."""
+
+    email: str
+    name: str = ""
+    phone: str = ""
+
+    def as_json(self) -> dict[str, str]:
+        return {k: v for k, v in {"name": self.name, "email": self.email, "phone": self.phone}.items() if v}
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where an order is shipped."""
+
+    name: str
+    line1: str
+    city: str
+    postal_code: str
+    country: str
+    line2: str = ""
+
+    def as_json(self) -> dict[str, str]:
+        body = {"name": self.name, "line1": self.line1, "line2": self.line2, "city": self.city}
+        body |= {"postalCode": self.postal_code, "country": self.country}
+        return {k: v for k, v in body.items() if v}
+
+    @classmethod
+    def of(cls, body: dict[str, Any]) -> Address:
+        return cls(
+            body["name"], body["line1"], body["city"], body["postalCode"], body["country"], body.get("line2", "")
+        )
+
+
+@dataclass(frozen=True)
 class RequestedLine:
     sku: str
     quantity: int
@@ -39,13 +74,18 @@ class PlaceOrder:
     lines: tuple[RequestedLine, ...]
     idempotency_key: str | None = None
     legacy: bool = False
+    contact: Contact | None = None
+    shipping_address: Address | None = None
 
     @property
     def request_hash(self) -> str:
-        """What "the same request" means for Idempotency-Key: same lines, same shape."""
-        canonical = json.dumps(
-            {"lines": [[line.sku, line.quantity] for line in self.lines], "legacy": self.legacy}, sort_keys=True
-        )
+        """What "the same request" means for Idempotency-Key: same lines, same shape, same details."""
+        request: dict[str, Any] = {"lines": [[line.sku, line.quantity] for line in self.lines], "legacy": self.legacy}
+        if self.contact:
+            request["contact"] = self.contact.as_json()
+        if self.shipping_address:
+            request["shippingAddress"] = self.shipping_address.as_json()
+        canonical = json.dumps(request, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -98,6 +138,8 @@ class Order:
     placed_at: datetime
     cancelled_at: datetime | None = None
     cancel_reason: str | None = None
+    contact: Contact | None = None
+    shipping_address: Address | None = None
 
     @property
     def total(self) -> Decimal:
@@ -121,7 +163,16 @@ class Order:
         if self.cancelled_at:
             body["cancelledAt"] = self.cancelled_at.isoformat()
             body["cancelReason"] = self.cancel_reason
-        return body
+        return body | self._details()
+
+    def _details(self) -> dict[str, Any]:
+        """Contact and shipping address, when the order has them."""
+        details: dict[str, Any] = {}
+        if self.contact:
+            details["contact"] = self.contact.as_json()
+        if self.shipping_address:
+            details["shippingAddress"] = self.shipping_address.as_json()
+        return details
 
     def placed_event_data(self) -> dict[str, Any]:
         return {
@@ -134,7 +185,7 @@ class Order:
             "total": f"{self.total:.2f}",
             "currency": self.currency,
             "placedAt": self.placed_at.isoformat(),
-        }
+        } | self._details()
 
     def cancelled_event_data(self) -> dict[str, Any]:
         assert self.cancelled_at is not None
@@ -164,6 +215,8 @@ class OrderQuery:
     email: str | None = None
     page: int = 0
     size: int = 20
+    placed_from: date | None = None  # placed on or after this day (UTC)
+    placed_to: date | None = None  # placed on or before this day (UTC)
 
 
 @dataclass(frozen=True)

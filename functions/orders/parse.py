@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import date
 from pathlib import Path
 from typing import Any
 
-from functions.orders.model import CancelOrder, Customer, OrderQuery, OrderStatus, PlaceOrder, RequestedLine
+from functions.orders.model import (
+    Address,
+    CancelOrder,
+    Contact,
+    Customer,
+    OrderQuery,
+    OrderStatus,
+    PlaceOrder,
+    RequestedLine,
+)
 from functions.shared import problems, web
 from functions.shared.identity import Identity
 from functions.shared.validation import SchemaSet
@@ -19,7 +29,7 @@ IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_-]{8,128}$")
 ORDER_NUMBER = re.compile(r"^[A-Za-z0-9-]{6,64}$")
 ORDER_PATH = re.compile(r"^/api/orders/(?P<number>[^/]+)/?$")
 CANCEL_PATH = re.compile(r"^/api/orders/(?P<number>[^/]+)/cancel/?$")
-LIST_PARAMETERS = ("page", "size", "status", "customer", "email")
+LIST_PARAMETERS = ("page", "size", "status", "customer", "email", "from", "to")
 
 
 def is_legacy(path: str) -> bool:
@@ -49,7 +59,23 @@ def place_command(body: Any, caller: Identity, idempotency_key: str | None, *, l
                     f"/items/{i}/skuCode", f"{line.sku!r} is already line {seen[line.sku]}; give one line per product"
                 )
             seen[line.sku] = i
+        return PlaceOrder(customer_of(caller), lines, idempotency_key, legacy, *_details(body))
     return PlaceOrder(customer_of(caller), lines, idempotency_key, legacy)
+
+
+def _details(body: dict[str, Any]) -> tuple[Contact | None, Address | None]:
+    """Contact and shipping address of a checkout (the schema checked them), trimmed."""
+    trimmed = {
+        part: {key: value.strip() for key, value in body[part].items()}
+        for part in ("contact", "shippingAddress")
+        if part in body
+    }
+    contact = trimmed.get("contact")
+    address = trimmed.get("shippingAddress")
+    return (
+        Contact(contact["email"], contact.get("name", ""), contact.get("phone", "")) if contact else None,
+        Address.of(address) if address else None,
+    )
 
 
 def _refuse_prices(body: Any) -> None:
@@ -99,10 +125,27 @@ def order_query(params: Mapping[str, list[str]], caller: Identity) -> OrderQuery
         raise problems.invalid_field("customer", "1 to 128 characters")
     if email is not None and not 3 <= len(email) <= 254:
         raise problems.invalid_field("email", "3 to 254 characters")
+    placed_from, placed_to = _day(params, "from"), _day(params, "to")
+    if placed_from and placed_to and placed_from > placed_to:
+        raise problems.invalid_field("from", f"{placed_from} is after to={placed_to}")
     return OrderQuery(
+        placed_from=placed_from,
+        placed_to=placed_to,
         customer_id=customer if caller.is_admin else caller.subject,
         status=OrderStatus(status) if status else None,
         email=email,
         page=web.integer(params, "page", 0, 0, 10_000),
         size=web.integer(params, "size", 20, 1, 100),
     )
+
+
+def _day(params: Mapping[str, list[str]], name: str) -> date | None:
+    raw = web.single(params, name)
+    if raw is None:
+        return None
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw):
+            return date.fromisoformat(raw)
+    except ValueError:
+        pass
+    raise problems.invalid_field(name, f"a day as YYYY-MM-DD, got {raw!r}")

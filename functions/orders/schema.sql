@@ -14,6 +14,9 @@ CREATE TABLE IF NOT EXISTS orders (
     cancelled_at  timestamptz,
     cancel_reason text
 );
+-- Contact and shipping address given at checkout (the API's Contact and Address shapes), when given.
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS contact jsonb;
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS shipping_address jsonb;
 CREATE INDEX IF NOT EXISTS orders_by_customer ON orders (customer_id, placed_at DESC);
 CREATE INDEX IF NOT EXISTS orders_by_time ON orders (placed_at DESC);
 

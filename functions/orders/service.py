@@ -114,7 +114,14 @@ def _place(
         OrderLine(line.sku, products[line.sku].name, line.quantity, products[line.sku].price) for line in cmd.lines
     )
     order = Order(
-        new_order_number(), cmd.customer, OrderStatus.PLACED, lines, products[cmd.lines[0].sku].currency, clock()
+        new_order_number(),
+        cmd.customer,
+        OrderStatus.PLACED,
+        lines,
+        products[cmd.lines[0].sku].currency,
+        clock(),
+        contact=cmd.contact,
+        shipping_address=cmd.shipping_address,
     )
     try:
         inventory.reserve(order.order_number, cmd.lines)

@@ -11,7 +11,9 @@ from cloudevents.http import CloudEvent
 from psycopg.types.json import Jsonb
 
 from functions.orders.model import (
+    Address,
     CancelOrder,
+    Contact,
     Customer,
     KeyInFlight,
     KeyInUse,
@@ -109,7 +111,7 @@ class PostgresOrderStore:
             c = order.customer
             conn.execute(
                 "INSERT INTO orders (order_number, customer_id, email, first_name, last_name, status, total,"
-                " currency, placed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                " currency, placed_at, contact, shipping_address) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (
                     order.order_number,
                     c.id,
@@ -120,6 +122,8 @@ class PostgresOrderStore:
                     order.total,
                     order.currency,
                     order.placed_at,
+                    Jsonb(order.contact.as_json()) if order.contact else None,
+                    Jsonb(order.shipping_address.as_json()) if order.shipping_address else None,
                 ),
             )
             with conn.cursor() as cursor:
@@ -146,7 +150,8 @@ class PostgresOrderStore:
             return _load(conn, order_number, lock=False)
 
     def search(self, query: OrderQuery) -> OrderPage:
-        conditions, params = ["true"], []
+        conditions: list[str] = ["true"]
+        params: list[object] = []
         if query.customer_id is not None:
             conditions.append("customer_id = %s")
             params.append(query.customer_id)
@@ -156,6 +161,12 @@ class PostgresOrderStore:
         if query.email is not None:
             conditions.append("lower(email) = lower(%s)")
             params.append(query.email)
+        if query.placed_from is not None:
+            conditions.append("placed_at >= %s::date::timestamp AT TIME ZONE 'UTC'")
+            params.append(query.placed_from)
+        if query.placed_to is not None:
+            conditions.append("placed_at < (%s::date + 1)::timestamp AT TIME ZONE 'UTC'")
+            params.append(query.placed_to)
         where = " AND ".join(conditions)
         with db.transaction(self.url) as conn:
             total_row = conn.execute(f"SELECT count(*) AS n FROM orders WHERE {where}", params).fetchone()
@@ -194,6 +205,8 @@ class PostgresOrderStore:
                 order.placed_at,
                 now,
                 cmd.reason,
+                order.contact,
+                order.shipping_address,
             )
             postgres_outbox.add(conn, event_for(cancelled))
             return cancelled
@@ -233,7 +246,13 @@ def _load_many(conn: db.Connection, numbers: list[str], *, lock: bool = False) -
             placed_at=r["placed_at"],
             cancelled_at=r["cancelled_at"],
             cancel_reason=r["cancel_reason"],
+            contact=_contact(r.get("contact")),
+            shipping_address=Address.of(r["shipping_address"]) if r.get("shipping_address") else None,
         )
         for r in rows
     }
     return [by_number[n] for n in numbers if n in by_number]
+
+
+def _contact(stored: dict[str, str] | None) -> Contact | None:
+    return Contact(stored["email"], stored.get("name", ""), stored.get("phone", "")) if stored else None
