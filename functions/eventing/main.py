@@ -11,6 +11,7 @@ from functions.shared import events, identity, metrics, outbox, problems, web
 
 web.install(bootstrap.dependencies)
 REPLAY_PATH = re.compile(r"^/deadletters/(?P<id>\d{1,18})/replay/?$")
+ONE_PATH = re.compile(r"^/deadletters/(?P<id>\d{1,18})/?$")
 
 
 @functions_framework.cloud_event
@@ -22,7 +23,7 @@ def outbox_relay(event: CloudEvent) -> None:
 
 @functions_framework.http
 def dead_letter(request: flask.Request) -> flask.Response:
-    """POST / (a CloudEvent from a deadLetterSink); GET /deadletters; POST /deadletters/{id}/replay (admin)."""
+    """POST / (a CloudEvent from a deadLetterSink); GET /deadletters[/{id}]; POST /deadletters/{id}/replay (admin)."""
     if request.method == "POST" and web.is_cloud_event(request):
         dead = service.keep_dead_letter(web.cloud_event(request), store=bootstrap.dead_letters())
         return web.json_response({"id": dead.id}, 202)
@@ -38,6 +39,12 @@ def dead_letter(request: flask.Request) -> flask.Response:
             store=bootstrap.dead_letters(),
         )
         return web.json_response(listing)
+    one = ONE_PATH.match(request.path)
+    if one is not None:
+        metrics.note_route("/deadletters/{id}")
+        web.allow(request, "GET")
+        web.query(request, ())
+        return web.json_response(service.get_dead_letter(int(one["id"]), store=bootstrap.dead_letters()).as_json())
     match = REPLAY_PATH.match(request.path)
     if match is None:
         raise problems.not_found(f"no such resource {request.path!r}")

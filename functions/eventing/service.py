@@ -62,6 +62,13 @@ def list_dead_letters(page: int, size: int, event_type: str | None, *, store: De
     return {"items": [d.as_json() for d in items], "page": page, "size": size, "totalItems": total}
 
 
+def get_dead_letter(dead_letter_id: int, *, store: DeadLetterStore) -> DeadLetter:
+    dead = store.get(dead_letter_id)
+    if dead is None:
+        raise problems.not_found(f"no dead letter {dead_letter_id}")
+    return dead
+
+
 def replay_dead_letter(dead_letter_id: int, *, store: DeadLetterStore, transport: Transport) -> DeadLetter:
     """Sends the original event to the destination that failed; 502 if it fails again."""
     dead = store.get(dead_letter_id)
