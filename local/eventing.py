@@ -40,6 +40,7 @@ from functions.shared import events as shop_events
 from functions.shared import kafka as shop_kafka
 from functions.shared import tracing
 from local import manifests
+from local.eventflow import EventFlow
 from local.journal import BrokerJournal
 
 log = logging.getLogger("local.eventing")
@@ -533,6 +534,7 @@ class Eventing:
         loop: asyncio.AbstractEventLoop,
         send: Sender,
         journal: BrokerJournal | None = None,
+        flow: EventFlow | None = None,
     ) -> None:
         self.topology = topology
         self.bootstrap = bootstrap
@@ -558,6 +560,7 @@ class Eventing:
         self._source_consumers: list[ConsumerLoop] = []
         self.tasks: list[asyncio.Task[Any]] = []
         self.stats: dict[str, int] = {"received": 0, "delivered": 0, "retries": 0, "dead_lettered": 0, "dropped": 0}
+        self.flow = flow or EventFlow()  # the last events through the Broker, for /_local/events and the admin console
 
     # lifecycle (called from the runtime's loop)
 
@@ -740,6 +743,7 @@ class Eventing:
             log.warning("broker %s could not store an event: %s", name, error)
             return 503, "the broker could not store the event"
         self.stats["received"] += 1
+        self.flow.received(event)
         RECEIVED.labels(f"{namespace}/{name}").inc()
         return 202, ""
 
@@ -815,7 +819,14 @@ class Eventing:
     async def _dispatch_trigger(self, trigger: Trigger, event: CloudEvent) -> None:
         if not trigger.matches(event):
             return
-        outcome = await self.deliver(event, trigger.subscriber, trigger.delivery)
+        subscriber = trigger.subscriber.logical_url
+
+        def attempt(number: int, status: int | None) -> None:
+            self.flow.attempt(event, trigger.name, subscriber, number, status)
+
+        outcome = await self.deliver(event, trigger.subscriber, trigger.delivery, attempt)
+        settled = "delivered" if outcome.delivered else "dead-lettered" if trigger.delivery.dead_letter else "dropped"
+        self.flow.settled(event, trigger.name, settled, outcome.attempts, outcome.status)
         if outcome.delivered and outcome.reply is not None:
             broker = self.topology.brokers[f"{trigger.namespace}/{trigger.broker}"]
             reply = outcome.reply
@@ -829,14 +840,23 @@ class Eventing:
     async def _dispatch_source(self, source: KafkaSource, event: CloudEvent) -> None:
         await self.deliver(event, source.sink, source.delivery)
 
-    async def deliver(self, event: CloudEvent, destination: Destination, delivery: DeliverySpec) -> Outcome:
-        """POSTs with retries; after the last failure, hands the event to the dead-letter sink."""
+    async def deliver(
+        self,
+        event: CloudEvent,
+        destination: Destination,
+        delivery: DeliverySpec,
+        on_attempt: Callable[[int, int | None], None] | None = None,
+    ) -> Outcome:
+        """POSTs with retries; after the last failure, hands the event to the dead-letter sink.
+        `on_attempt(n, last status)` is told of each attempt as it starts."""
         outcome = Outcome(False, 0)
         for attempt in range(delivery.retry + 1):
             if attempt:
                 self.stats["retries"] += 1
                 RETRIES.labels(destination.logical_url).inc()
                 await asyncio.sleep(delivery.backoff(attempt))
+            if on_attempt is not None:
+                on_attempt(attempt + 1, outcome.status if attempt else None)
             outcome = await self._post(event, destination, delivery.timeout)
             outcome = Outcome(outcome.delivered, outcome.status, outcome.body, outcome.reply, attempt + 1)
             if outcome.delivered or not shop_events.delivery_retried(outcome.status):

@@ -30,6 +30,7 @@ from functions.shared import events, kafka, migrate, tracing
 from functions.shared.config import Config
 from functions.shared.outbox import Relay
 from local import mailbox, manifests, prometheus
+from local.eventflow import EventFlow
 from local.eventing import (
     BROKER_INGRESS_HOST,
     BROKER_PATH_PREFIX,
@@ -108,6 +109,7 @@ class Stack:
         self.replays: list[dict[str, Any]] = []  # what was sent again after broker restarts
         # The ConfigMaps services mount (the fault flags), as files; /_local/flags changes the flags.
         self.config_maps = ConfigMapVolumes(settings.data_dir / "configmaps")
+        self.event_flow = EventFlow()
         self._check_destinations()
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -373,6 +375,7 @@ class Stack:
         app.add_routes(mailbox.routes(self.smtp.mail_dir if self.smtp else None))  # /_local/mail: captured mail
         app.router.add_post("/_local/pingsources/{namespace}/{name}", self._fire_ping)
         app.add_routes(self.config_maps.routes())  # /_local/flags: the fault flags, changed at run time
+        app.add_routes(self.event_flow.routes())  # /_local/events: the last events through the Broker
         app.router.add_get(
             KUBERNETES_API_PREFIX + "/apis/serving.knative.dev/v1/namespaces/{namespace}/services",
             self._knative_services,
@@ -391,7 +394,12 @@ class Stack:
             journal = BrokerJournal(self.database_urls["eventing"])
             await asyncio.to_thread(journal.create)
         self.eventing = Eventing(
-            self.topology, self.kafka_bootstrap, asyncio.get_running_loop(), self.send, journal=journal
+            self.topology,
+            self.kafka_bootstrap,
+            asyncio.get_running_loop(),
+            self.send,
+            journal=journal,
+            flow=self.event_flow,
         )
         if self.kafka is not None:
             self.kafka.on_exit.append(self._broker_down)
