@@ -30,5 +30,6 @@ def own_files(request: flask.Request) -> flask.Response:
     if request.path == "/openapi.json":
         return edge.openapi_response(bootstrap.issuer())
     if request.path.startswith("/eventing/schemas/"):
-        return static.schema(request.path)
-    return static.storefront(request.path, bootstrap.issuer())
+        return static.schema(request.path, request.headers)
+    versioned = "v" in request.args
+    return static.storefront(request.path, bootstrap.issuer(), request.headers, versioned=versioned)
