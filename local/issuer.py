@@ -394,6 +394,24 @@ class AuthRequest:
         )
 
 
+def _with_own_origin(realm: Realm, base_url: str) -> Realm:
+    """The realm with this runtime's own site allowed as a browser client's redirect URI and web origin:
+    the storefront is served from the same origin, on whatever port the runtime listens (the realm file
+    names port 8080, as `./taskw start` uses by default)."""
+    clients = {
+        client_id: replace(
+            client,
+            redirect_uris=(*client.redirect_uris, f"{base_url}/*"),
+            post_logout_uris=(*client.post_logout_uris, f"{base_url}/*"),
+            web_origins=(*client.web_origins, base_url),
+        )
+        if client.redirect_uris
+        else client
+        for client_id, client in realm.clients.items()
+    }
+    return replace(realm, clients=clients)
+
+
 def allowed_uri(uri: str, patterns: Iterable[str]) -> bool:
     """Keycloak's matching: exact, or a prefix when the registered URI ends with `*`."""
     try:
@@ -430,9 +448,9 @@ class Issuer:
     def __init__(
         self, realm_file: Path, data_dir: Path, base_url: str, *, clock: Callable[[], float] = time.time
     ) -> None:
-        self.realm = Realm.load(realm_file)
-        self.keys = KeyRing(data_dir)
         self.base_url = base_url.rstrip("/")
+        self.realm = _with_own_origin(Realm.load(realm_file), self.base_url)
+        self.keys = KeyRing(data_dir)
         self._clock = clock
         self._lock = threading.RLock()  # handlers run on the runtime's loop, rotate() and token_for() elsewhere
         self._codes: dict[str, Code] = {}
