@@ -153,6 +153,7 @@ def test_every_element_app_looks_up_by_id_is_in_the_page(page: Page) -> None:
     [
         ("product-form", "catalog", "ProductCreate", set()),
         ("restock-form", "inventory", "Restock", {"sku"}),
+        ("product-form", "catalog", "ProductUpdate", {"sku"}),
         ("search-form", "catalog", None, set()),
     ],
 )
@@ -233,7 +234,12 @@ def test_app_calls_every_operation_the_storefront_offers() -> None:
         ("/api/orders", "GET"),
         ("/api/orders/{}/cancel", "POST"),
         ("/api/products", "POST"),
+        ("/api/products/{}", "PATCH"),
+        ("/api/inventory/{}", "GET"),
         ("/api/inventory/{}", "PUT"),
+        ("/api/deadletters", "GET"),
+        ("/api/deadletters/{}", "GET"),
+        ("/api/deadletters/{}/replay", "POST"),
     }
     assert expected - calls == set()
 
