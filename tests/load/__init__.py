@@ -1,0 +1,1 @@
+"""The load generator: Locust shoppers and an admin (./taskw load)."""
