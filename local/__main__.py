@@ -75,7 +75,7 @@ def banner(stack: Stack, seeded: int) -> str:
         "",
         "The shop is running. Ctrl-C stops everything.",
         "",
-        f"  storefront     {stack.url}/",
+        f"  storefront     {stack.url}/        admin console {stack.url}/#/admin (sign in as admin)",
         f"  API            {stack.url}/api/products      (the gateway; OpenAPI at {stack.url}/openapi.json)",
         f"  sign in        {issuer}",
         "                 demo users: jane / jane-password and john / john-password (customers),",
@@ -85,6 +85,7 @@ def banner(stack: Stack, seeded: int) -> str:
         f"  one function   curl -H 'Host: product-list.shop.svc.cluster.local' {stack.url}/api/products",
         f"                 curl {stack.url}/ksvc/product-list/api/products",
         f"  status         {stack.url}/_local/services   {stack.url}/_local/eventing",
+        f"  fault flags    {stack.url}/_local/flags   event flow {stack.url}/_local/events",
         f"  mail           {stack.url}/_local/mail   (files in {stack.data_dir / 'mail'})"
         if stack.smtp
         else f"  mail           sent to {stack.smtp_url}",
