@@ -1018,6 +1018,7 @@
     try {
       const low = await api('/api/inventory?lowStock=true&size=100', { auth: true });
       $('#low-empty').hidden = low.items.length > 0;
+      $('#low-stock').hidden = low.items.length === 0;
       $('#low-stock-rows').replaceChildren(...low.items.map((level) => el('tr', { 'data-sku': level.skuCode },
         el('td', { text: productName(level.skuCode) }),
         el('td', { class: 'num', text: String(level.available) }),
@@ -1123,6 +1124,7 @@
     try {
       const result = await api('/api/deadletters?size=50', { auth: true });
       $('#dl-empty').hidden = result.items.length > 0;
+      $('#dead-letters').hidden = result.items.length === 0;
       $('#dead-letter-rows').replaceChildren(...result.items.map((dead) => el('tr', { 'data-id': dead.id },
         el('td', { text: String(dead.id) }),
         el('td', {}, el('span', { text: dead.type }), el('br'), el('small', { class: 'muted', text: dead.subject || '' })),
