@@ -26,9 +26,15 @@ SOURCE = "functions/inventory/main.py"
 
 
 @pytest.fixture
-def inventory(stack: Any, function_env: Callable[..., None], people: People) -> Callable[[str], FlaskClient]:
+def inventory(
+    stack: Any, function_env: Callable[..., None], people: People, monkeypatch: pytest.MonkeyPatch
+) -> Callable[[str], FlaskClient]:
     """Test clients of inventory's functions; each request carries a forwarded identity, as
-    order-place's calls do (reserve and release refuse callers without one)."""
+    order-place's calls do (reserve and release refuse callers without one). These tests stock SKUs
+    that are in no catalog: restock's catalog check (tests/e2e/test_storefront_api.py) says yes to all."""
+    from functions.inventory import bootstrap
+
+    monkeypatch.setattr(bootstrap, "catalog", lambda: lambda sku: True)
     caller = people.customer("order-place-caller")[identity.HEADER]
     function_env(
         DATABASE_URL=stack.database_urls["inventory"],
