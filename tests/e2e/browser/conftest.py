@@ -52,8 +52,10 @@ def chromium() -> str:
     return shutil.which("chromium") or CHROMIUM
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Chromium, for one test module at a time: Playwright's sync API keeps an event loop running in the
+    main thread while it is started, and tests elsewhere call asyncio.run()."""
     from playwright.sync_api import sync_playwright
 
     executable = chromium()
