@@ -9,7 +9,7 @@ from functions.shared import health
 from functions.shared.config import Config, ConfigError, config
 from functions.shared.outbox import Relay
 from functions.shared.postgres_outbox import PostgresOutbox
-from functions.shared.services import Reply, send
+from functions.shared.service_client import Reply, send
 
 
 @cache

@@ -13,7 +13,7 @@ from functions.eventing.deadletters import DeadLetter, DeadLetterStore, Incoming
 from functions.shared import metrics, problems
 from functions.shared.kafka import KafkaPublisher, PublishError
 from functions.shared.outbox import Relay
-from functions.shared.services import Reply
+from functions.shared.service_client import Reply
 
 log = logging.getLogger("shop.eventing")
 Transport = Callable[[str, dict[str, str], bytes], Reply]

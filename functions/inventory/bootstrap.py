@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import cache
 
-from functions.inventory.orders import HttpOrderStates
+from functions.inventory.clients import HttpOrderStates
 from functions.inventory.store import PostgresInventoryStore
 from functions.shared import health
 from functions.shared.config import config
 from functions.shared.outbox import FastPathRelay
 from functions.shared.postgres_outbox import PostgresOutbox
-from functions.shared.services import ServiceClient
+from functions.shared.service_client import ServiceClient
 
 
 @cache

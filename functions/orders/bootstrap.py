@@ -7,13 +7,13 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from functools import cache
 
+from functions.orders.clients import HttpCatalog, HttpInventory
 from functions.orders.store import ABANDONED_CLAIM, PostgresOrderStore
-from functions.orders.upstreams import HttpCatalog, HttpInventory
 from functions.shared import health
 from functions.shared.config import config
 from functions.shared.outbox import FastPathRelay
 from functions.shared.postgres_outbox import PostgresOutbox
-from functions.shared.services import ServiceClient
+from functions.shared.service_client import ServiceClient
 
 
 def now() -> datetime:

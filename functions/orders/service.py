@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from functions.orders.clients import Catalog, Inventory
 from functions.orders.model import (
     CancelOrder,
     KeyInFlight,
@@ -22,10 +23,9 @@ from functions.orders.model import (
     PricedProduct,
 )
 from functions.orders.store import OrderStore
-from functions.orders.upstreams import Catalog, Inventory
 from functions.shared import events, faults, metrics, problems
 from functions.shared.identity import Identity
-from functions.shared.services import UpstreamUnavailable
+from functions.shared.service_client import UpstreamUnavailable
 
 SOURCE = "orders"
 log = logging.getLogger("shop.orders")

@@ -24,7 +24,7 @@ from functions.registry.model import (
 )
 from functions.registry.store import RegistryStore
 from functions.shared import problems
-from functions.shared.services import UpstreamUnavailable
+from functions.shared.service_client import UpstreamUnavailable
 
 Clock = Callable[[], int]  # epoch milliseconds
 log = logging.getLogger("shop.registry")

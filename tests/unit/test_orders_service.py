@@ -26,7 +26,7 @@ from functions.orders.model import (
     StoredResponse,
 )
 from functions.shared.problems import Problem
-from functions.shared.services import UpstreamUnavailable
+from functions.shared.service_client import UpstreamUnavailable
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 ADA = Customer("u-ada", "ada@example.com", "Ada", "Lovelace")

@@ -15,7 +15,7 @@ from functions.registry import service
 from functions.registry.kubernetes import KnativeServiceLister, knative_services
 from functions.registry.model import KnativeService, SyncReport
 from functions.shared.problems import Problem
-from functions.shared.services import UpstreamUnavailable
+from functions.shared.service_client import UpstreamUnavailable
 
 
 def item(name: Any, **status: Any) -> dict[str, Any]:

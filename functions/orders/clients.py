@@ -1,4 +1,4 @@
-"""What order placement needs from other services: catalog prices and inventory reservations."""
+"""order-place's clients of other services: catalog prices (product-get) and stock (inventory-reserve/-release)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Protocol
 
 from functions.orders.model import PricedProduct, RequestedLine
 from functions.shared import problems
-from functions.shared.services import Reply, ServiceClient, UpstreamUnavailable
+from functions.shared.service_client import Reply, ServiceClient, UpstreamUnavailable
 
 
 class Catalog(Protocol):

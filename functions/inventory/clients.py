@@ -1,10 +1,10 @@
-"""Asks the orders service what became of an order, for the reservation sweeper."""
+"""inventory's client of other services: order-get, asked what became of an order by the reservation sweeper."""
 
 from __future__ import annotations
 
 from functions.inventory.service import OrderState
 from functions.shared import identity
-from functions.shared.services import ServiceClient, UpstreamUnavailable
+from functions.shared.service_client import ServiceClient, UpstreamUnavailable
 
 
 class HttpOrderStates:
