@@ -3,7 +3,7 @@
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from functions.notifications import bootstrap, service
+from functions.notifications import bootstrap
 from functions.notifications.mail import NOTIFIED_TYPES
 from functions.shared import events, web
 
@@ -14,11 +14,4 @@ web.install(bootstrap.dependencies)
 def notification_send(event: CloudEvent) -> None:
     """order.placed, order.cancelled, inventory.low -> one email each, never two for one event."""
     data = events.accept(event, NOTIFIED_TYPES)
-    service.send_notification(
-        event,
-        data,
-        ledger=bootstrap.ledger(),
-        mailer=bootstrap.mailer(),
-        operations=bootstrap.operations_address(),
-        domain=bootstrap.mail_domain(),
-    )
+    bootstrap.send()(event, data)

@@ -12,18 +12,20 @@ from functions.orders.clients import Catalog, Inventory
 from functions.orders.model import (
     CancelOrder,
     KeyInFlight,
-    KeyInUse,
+    MixedCurrencies,
     Order,
     OrderLine,
-    OrderNotCancellable,
+    OrderNotFound,
     OrderPage,
     OrderQuery,
     OrderStatus,
     PlaceOrder,
     PricedProduct,
+    UnknownProducts,
 )
 from functions.orders.store import OrderStore
-from functions.shared import events, faults, metrics, problems
+from functions.shared import events, faults, metrics
+from functions.shared.errors import DomainError, FieldError, Unavailable
 from functions.shared.identity import Identity
 from functions.shared.service_client import UpstreamUnavailable
 
@@ -57,15 +59,8 @@ def place_order(
     """
     key = cmd.idempotency_key
     if key is not None:
-        try:
-            stored = orders.claim_key(cmd.customer.id, key, cmd.request_hash)
-        except KeyInUse:
-            raise problems.unprocessable(
-                "this Idempotency-Key was used with a different request; use a new key for a new order",
-                "idempotency-key-reused",
-            ) from None
-        except KeyInFlight:
-            raise _key_in_flight() from None
+        # KeyInUse (another body) and KeyInFlight (still running) reach the caller as they are.
+        stored = orders.claim_key(cmd.customer.id, key, cmd.request_hash)
         if stored is not None:
             return Placed(stored.body, stored.order_number, replayed=True)
     try:
@@ -82,21 +77,11 @@ def place_order(
         # This request outlived its claim and another took the key over: nothing of this one was
         # committed and its stock is released; a retry gets the other's answer. The claim is not
         # ours to release any more.
-        raise _key_in_flight() from None
+        raise
     except BaseException:
         if key is not None:
             orders.release_key(cmd.customer.id, key)
         raise
-
-
-def _key_in_flight() -> problems.Problem:
-    return problems.Problem(
-        409,
-        "Request in progress",
-        "a request with this Idempotency-Key is still being processed",
-        "idempotency-key-in-flight",
-        headers={"Retry-After": "1"},
-    )
 
 
 def _place(
@@ -121,8 +106,8 @@ def _place(
     except UpstreamUnavailable as error:
         # The reservation may have happened before the failure: undo it, best effort.
         _compensate(inventory, order.order_number)
-        raise problems.unavailable(
-            f"inventory is unavailable ({error.reason}); nothing was ordered", error.retry_after
+        raise Unavailable(
+            f"inventory is unavailable ({error.reason}); nothing was ordered", retry_after=error.retry_after
         ) from None
     faults.point("after-reserve")
     event = events.new_event(
@@ -149,31 +134,25 @@ def _place(
 
 def _price(cmd: PlaceOrder, catalog: Catalog) -> dict[str, PricedProduct]:
     products: dict[str, PricedProduct] = {}
-    errors: list[problems.FieldError] = []
+    errors: list[FieldError] = []
     try:
         for i, line in enumerate(cmd.lines):
             product = catalog.product(line.sku)
             if product is None:
-                errors.append(problems.FieldError(f"/items/{i}/skuCode", f"no product {line.sku!r} in the catalog"))
+                errors.append(FieldError(f"/items/{i}/skuCode", f"no product {line.sku!r} in the catalog"))
             elif not product.active:
-                errors.append(problems.FieldError(f"/items/{i}/skuCode", f"{line.sku!r} is not for sale"))
+                errors.append(FieldError(f"/items/{i}/skuCode", f"{line.sku!r} is not for sale"))
             else:
                 products[line.sku] = product
     except UpstreamUnavailable as error:
-        raise problems.unavailable(
-            f"the catalog is unavailable ({error.reason}); nothing was ordered", error.retry_after
+        raise Unavailable(
+            f"the catalog is unavailable ({error.reason}); nothing was ordered", retry_after=error.retry_after
         ) from None
     if errors:
-        raise problems.Problem(
-            422,
-            "Unknown or unavailable products",
-            "; ".join(e.message for e in errors),
-            "unknown-product",
-            errors=errors,
-        )
+        raise UnknownProducts("; ".join(e.message for e in errors), errors=errors)
     currencies = {p.currency for p in products.values()}
     if len(currencies) > 1:
-        raise problems.unprocessable(f"items are priced in several currencies {sorted(currencies)}; order them apart")
+        raise MixedCurrencies(sorted(currencies))
     return products
 
 
@@ -181,7 +160,7 @@ def _compensate(inventory: Inventory, order_number: str) -> None:
     try:
         inventory.release(order_number)
         log.info("reservation of %s released (compensation)", order_number, extra={"order_number": order_number})
-    except (UpstreamUnavailable, problems.Problem) as error:
+    except (UpstreamUnavailable, DomainError) as error:
         log.warning(
             "compensation for %s failed (%s); the reservation TTL will release it",
             order_number,
@@ -199,7 +178,7 @@ def get_order(order_number: str, caller: Identity, *, orders: OrderStore) -> Ord
     order = orders.get(order_number)
     # Someone else's order is "not found", not "forbidden": its existence is not disclosed.
     if order is None or not visible_to(caller)(order):
-        raise problems.not_found(f"no order {order_number!r}")
+        raise OrderNotFound(order_number)
     return order
 
 
@@ -215,15 +194,9 @@ def cancel_order(
             events.ORDER_CANCELLED, service=SOURCE, subject=order.order_number, data=order.cancelled_event_data()
         )
 
-    try:
-        cancelled = orders.cancel(cmd, visible_to(caller), clock(), event_for)
-    except OrderNotCancellable as error:
-        raise problems.conflict(
-            f"order {cmd.order_number!r} is {error.status.value}; only PLACED orders can be cancelled",
-            orderStatus=error.status.value,
-        ) from None
+    cancelled = orders.cancel(cmd, visible_to(caller), clock(), event_for)  # OrderNotCancellable
     if cancelled is None:
-        raise problems.not_found(f"no order {cmd.order_number!r}")
+        raise OrderNotFound(cmd.order_number)
     after_commit()
     metrics.ORDERS_CANCELLED.inc()
     log.info("order %s cancelled", cmd.order_number, extra={"order_number": cmd.order_number})

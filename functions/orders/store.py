@@ -75,11 +75,11 @@ class PostgresOrderStore:
             ).fetchone()
             assert row is not None
             if row["request_hash"] != request_hash:
-                raise KeyInUse(key)
+                raise KeyInUse()
             if row["response"] is not None:
                 return StoredResponse(201, row["response"], row["order_number"])
             if not row["abandoned"]:
-                raise KeyInFlight(key)
+                raise KeyInFlight()
             conn.execute(
                 "UPDATE idempotency_keys SET claimed_at = now() WHERE customer_id = %s AND key = %s",
                 (customer_id, key),
@@ -139,7 +139,7 @@ class PostgresOrderStore:
                     (order.order_number, Jsonb(response, dumps=_json), c.id, key),
                 )
                 if answered.rowcount != 1:
-                    raise KeyInFlight(key)
+                    raise KeyInFlight()
 
     def get(self, order_number: str) -> Order | None:
         with db.transaction(self.url) as conn:
@@ -180,7 +180,7 @@ class PostgresOrderStore:
             if order is None or not allowed(order):
                 return None
             if order.status is not OrderStatus.PLACED:
-                raise OrderNotCancellable(order.status)
+                raise OrderNotCancellable(order.order_number, order.status)
             conn.execute(
                 "UPDATE orders SET status = 'CANCELLED', cancelled_at = %s, cancel_reason = %s WHERE order_number = %s",
                 (now, cmd.reason, cmd.order_number),
