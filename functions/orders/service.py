@@ -64,15 +64,8 @@ def place_order(
         if stored is not None:
             return Placed(stored.body, stored.order_number, replayed=True)
     try:
-        return _place(
-            cmd,
-            orders=orders,
-            catalog=catalog,
-            inventory=inventory,
-            clock=clock,
-            new_order_number=new_order_number,
-            after_commit=after_commit,
-        )
+        order = _priced_order(cmd, catalog, new_order_number(), clock())
+        placed = _reserve_and_commit(cmd, order, orders=orders, inventory=inventory)
     except KeyInFlight:
         # This request outlived its claim and another took the key over: nothing of this one was
         # committed and its stock is released; a retry gets the other's answer. The claim is not
@@ -82,25 +75,29 @@ def place_order(
         if key is not None:
             orders.release_key(cmd.customer.id, key)
         raise
+    after_commit()
+    metrics.ORDERS_PLACED.inc()
+    metrics.ORDER_VALUE.labels(order.currency).observe(float(order.total))
+    log.info(
+        "order %s placed, total %s %s",
+        order.order_number,
+        order.total,
+        order.currency,
+        extra={"order_number": order.order_number},
+    )
+    return placed
 
 
-def _place(
-    cmd: PlaceOrder,
-    *,
-    orders: OrderStore,
-    catalog: Catalog,
-    inventory: Inventory,
-    clock: Clock,
-    new_order_number: Callable[[], str],
-    after_commit: Callable[[], None],
-) -> Placed:
+def _priced_order(cmd: PlaceOrder, catalog: Catalog, order_number: str, now: datetime) -> Order:
     products = _price(cmd, catalog)
     lines = tuple(
         OrderLine(line.sku, products[line.sku].name, line.quantity, products[line.sku].price) for line in cmd.lines
     )
-    order = Order(
-        new_order_number(), cmd.customer, OrderStatus.PLACED, lines, products[cmd.lines[0].sku].currency, clock()
-    )
+    return Order(order_number, cmd.customer, OrderStatus.PLACED, lines, products[cmd.lines[0].sku].currency, now)
+
+
+def _reserve_and_commit(cmd: PlaceOrder, order: Order, *, orders: OrderStore, inventory: Inventory) -> Placed:
+    """Holds the stock, then commits order + outbox (+ the key's answer); releases the hold if the commit fails."""
     try:
         inventory.reserve(order.order_number, cmd.lines)
     except UpstreamUnavailable as error:
@@ -119,16 +116,6 @@ def _place(
     except BaseException:
         _compensate(inventory, order.order_number)
         raise
-    after_commit()
-    metrics.ORDERS_PLACED.inc()
-    metrics.ORDER_VALUE.labels(order.currency).observe(float(order.total))
-    log.info(
-        "order %s placed, total %s %s",
-        order.order_number,
-        order.total,
-        order.currency,
-        extra={"order_number": order.order_number},
-    )
     return Placed(body, order.order_number, replayed=False)
 
 
