@@ -5,11 +5,11 @@ from __future__ import annotations
 from functools import cache
 
 from functions.shared.config import config
-from functions.shared.services import service_host
+from functions.shared.service_client import service_host
 from gateway.auth import JwtVerifier
-from gateway.edge import Gateway
+from gateway.discovery import EurekaResolver, Upstreams
+from gateway.pipeline import Gateway
 from gateway.routing import RouteTable
-from gateway.upstreams import EurekaResolver, Upstreams
 
 
 def issuer() -> str:

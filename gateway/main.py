@@ -4,7 +4,7 @@ import flask
 import functions_framework
 
 from functions.shared import health, web
-from gateway import bootstrap, edge, static
+from gateway import bootstrap, pipeline, static
 
 
 def _needs() -> list[health.Dependency]:
@@ -28,7 +28,7 @@ def gateway(request: flask.Request) -> flask.Response:
 def own_files(request: flask.Request) -> flask.Response:
     web.allow(request, "GET", "HEAD")
     if request.path == "/openapi.json":
-        return edge.openapi_response(bootstrap.issuer())
+        return pipeline.openapi_response(bootstrap.issuer())
     if request.path.startswith("/eventing/schemas/"):
         return static.schema(request.path, request.headers)
     versioned = "v" in request.args

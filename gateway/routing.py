@@ -11,19 +11,12 @@ from typing import Any
 import yaml
 
 from functions.shared import problems
+from functions.shared.resilience import IDEMPOTENT_RETRIES, TIMEOUT_SECONDS, BreakerPolicy
 
 ROUTES_FILE = Path(__file__).with_name("routes.yaml")
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 PARAMETER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-@dataclass(frozen=True)
-class BreakerPolicy:
-    window: int = 10
-    failure_rate: float = 50.0
-    minimum_calls: int = 5
-    open_seconds: float = 5.0
-    half_open_calls: int = 3
+DEFAULT_BREAKER = BreakerPolicy()
 
 
 @dataclass(frozen=True)
@@ -38,8 +31,8 @@ class Route:
     methods: frozenset[str]
     service: str
     auth: str = "public"
-    timeout: float = 3.0
-    retries: int = 3
+    timeout: float = TIMEOUT_SECONDS
+    retries: int = IDEMPOTENT_RETRIES
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     rate: RatePolicy = field(default_factory=RatePolicy)
     upstream: str = "knative"
@@ -77,14 +70,14 @@ def _route(entry: Mapping[str, Any], defaults: Mapping[str, Any]) -> Route:
         methods=frozenset(m.upper() for m in entry["methods"]),
         service=entry["service"],
         auth=auth,
-        timeout=float(merged.get("timeout", 3)),
-        retries=int(merged.get("retries", 3)),
+        timeout=float(merged.get("timeout", TIMEOUT_SECONDS)),
+        retries=int(merged.get("retries", IDEMPOTENT_RETRIES)),
         breaker=BreakerPolicy(
-            window=int(breaker.get("window", 10)),
-            failure_rate=float(breaker.get("failureRate", 50)),
-            minimum_calls=int(breaker.get("minimumCalls", 5)),
-            open_seconds=float(breaker.get("openSeconds", 5)),
-            half_open_calls=int(breaker.get("halfOpenCalls", 3)),
+            window=int(breaker.get("window", DEFAULT_BREAKER.window)),
+            failure_rate=float(breaker.get("failureRate", DEFAULT_BREAKER.failure_rate)),
+            minimum_calls=int(breaker.get("minimumCalls", DEFAULT_BREAKER.minimum_calls)),
+            open_seconds=float(breaker.get("openSeconds", DEFAULT_BREAKER.open_seconds)),
+            half_open_calls=int(breaker.get("halfOpenCalls", DEFAULT_BREAKER.half_open_calls)),
         ),
         rate=RatePolicy(per_second=float(rate.get("perSecond", 50)), burst=int(rate.get("burst", 100))),
         upstream=str(merged.get("upstream", "knative")),

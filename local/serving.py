@@ -16,26 +16,12 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import Counter, Histogram
 
-from local.eventing import REGISTRY
 from local.manifests import ROOT, KnativeService
+from local.metrics import COLD_START_SECONDS, COLD_STARTS
 from local.supervision import Exit, Lifecycle, State, kill_leftovers
 
 log = logging.getLogger("local.serving")
-COLD_STARTS = Counter(
-    "shop_serving_cold_starts_total",
-    "Processes started for a request or min-scale, by service.",
-    ["service"],
-    registry=REGISTRY,
-)
-COLD_START_SECONDS = Histogram(
-    "shop_serving_cold_start_seconds",
-    "From process start to ready, by service.",
-    ["service"],
-    buckets=(0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10),
-    registry=REGISTRY,
-)
 PATH_PREFIX = "/ksvc/"
 HOP_BY_HOP = frozenset(
     h.lower()

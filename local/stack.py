@@ -7,13 +7,12 @@ free ports in a temporary folder.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,23 +25,16 @@ import uvloop
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from functions.shared import events, kafka, migrate, tracing
+from functions import migrate
+from functions.shared import events, kafka, tracing
 from functions.shared.config import Config
 from functions.shared.outbox import Relay
 from local import mailbox, manifests, prometheus
-from local.eventflow import EventFlow
-from local.eventing import (
-    BROKER_INGRESS_HOST,
-    BROKER_PATH_PREFIX,
-    REGISTRY,
-    REPLAY_MARGIN_SECONDS,
-    Destination,
-    Eventing,
-    load,
-)
+from local.eventing import BROKER_INGRESS_HOST, BROKER_PATH_PREFIX, BrokerJournal, EventFlow, Eventing
 from local.flags import ConfigMapVolumes
-from local.issuer import Issuer
-from local.journal import BrokerJournal
+from local.identity import Issuer
+from local.manifests import Destination
+from local.metrics import REGISTRY
 from local.servers import (
     EmbeddedCollector,
     EmbeddedKafka,
@@ -104,9 +96,8 @@ class Stack:
         self.ingress: Ingress | None = None
         # The local OIDC issuer serving knative/keycloak's realm, unless OIDC_ISSUER names a real one.
         self.issuer: Issuer | None = None
-        self.topology = load(settings.eventing_paths)
+        self.topology = manifests.topology(settings.eventing_paths)
         self.eventing: Eventing | None = None
-        self.replays: list[dict[str, Any]] = []  # what was sent again after broker restarts
         # The ConfigMaps services mount (the fault flags), as files; /_local/flags changes the flags.
         self.config_maps = ConfigMapVolumes(settings.data_dir / "configmaps")
         self.event_flow = EventFlow()
@@ -351,12 +342,12 @@ class Stack:
 
     async def _eventing_status(self, _: web.Request) -> web.Response:
         assert self.eventing is not None
-        settled = self.eventing.settled_through()
+        settled = self.eventing.replay.settled_through()
         return web.json_response(
             {
                 **self.eventing.stats,
                 "settledThrough": datetime.fromtimestamp(settled, UTC).isoformat() if settled else None,
-                "replays": self.replays,
+                "replays": self.eventing.replay.reports,
             }
         )
 
@@ -407,68 +398,28 @@ class Stack:
         await self.eventing.start()
         await self.eventing.wait_ready()
 
-    # --- the in-memory broker restarted ---------------------------------------------------------
+    # --- the in-memory broker restarted (local.eventing.replay) ----------------------------------
 
     def _broker_down(self) -> None:
         assert self.eventing is not None and self.kafka is not None
-        self.eventing.broker_down(fallback=self.kafka.started_at or time.time())
+        self.eventing.replay.broker_down(fallback=self.kafka.started_at or time.time())
 
     def _broker_back(self) -> None:
         """Called on the supervisor's thread once the restarted (empty) broker serves again."""
         assert self.eventing is not None
-        since = self.eventing.broker_back()
+        since = self.eventing.replay.broker_back()
         if since is not None:
-            asyncio.run_coroutine_threadsafe(self._replay(since), self._loop)
+            replay = self.eventing.replay.send_again(
+                since, self.outbox_relays(), self._fire_relay, self.eventing.ensure_topics
+            )
+            asyncio.run_coroutine_threadsafe(replay, self._loop)
 
-    async def _replay(self, settled: float) -> None:
-        """Sends again everything the lost broker had acknowledged after `settled` (with a margin):
-        the outboxes' rows sent since then are marked unsent and their relays fired at once, and the
-        journal's events are stored again. Subscribers are idempotent, so repeats are harmless."""
+    async def _fire_relay(self, service: str) -> None:
+        """Fires the PingSources of an outbox relay now, rather than at their next minute."""
         assert self.eventing is not None
-        since = datetime.fromtimestamp(settled - REPLAY_MARGIN_SECONDS, UTC)
-        began = time.monotonic()
-        await self._forever(lambda: asyncio.to_thread(self.eventing_topics), "topics after the broker restart")
-        requeued: dict[str, int] = {}
-        for service, relay in self.outbox_relays().items():
-            requeue = functools.partial(asyncio.to_thread, relay.requeue_since, since)
-            count = await self._forever(requeue, f"requeue of {relay.name}")
-            requeued[relay.name] = count
-            for ping in self.topology.ping_sources:
-                if ping.sink.kind == "Service" and ping.sink.name == service:
-                    await self.eventing.fire(ping)
-        journaled = await self.eventing.replay_journal(since)
-        report = {
-            "at": datetime.now(UTC).isoformat(),
-            "since": since.isoformat(),
-            "outboxEvents": requeued,
-            "journalEvents": journaled,
-            "seconds": round(time.monotonic() - began, 2),
-        }
-        self.replays.append(report)
-        log.warning(
-            "the broker restarted empty: sent again what it had acknowledged since %s: %s outbox events %s, "
-            "%d ingress events, in %.1f s",
-            since.isoformat(timespec="seconds"),
-            sum(requeued.values()),
-            requeued,
-            journaled,
-            report["seconds"],
-        )
-
-    def eventing_topics(self) -> None:
-        assert self.eventing is not None
-        self.eventing.ensure_topics()
-
-    async def _forever(self, action: Callable[[], Awaitable[T]], what: str) -> T:
-        """Retries with capped backoff until `action` works (a server it needs may be restarting too)."""
-        delay = 0.5
-        while True:
-            try:
-                return await action()
-            except Exception as error:  # noqa: BLE001
-                log.warning("%s failed, retrying in %.1fs: %s", what, delay, error)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10)
+        for ping in self.topology.ping_sources:
+            if ping.sink.kind == "Service" and ping.sink.name == service:
+                await self.eventing.fire(ping)
 
     def outbox_relays(self) -> dict[str, Relay]:
         """Each outbox-relay service's outbox (read from knative/), opened with its local settings."""

@@ -26,8 +26,8 @@ TOOLS_DIR = ROOT / ".local" / "tools"
 PROMETHEUS_PACKAGE = "prometheus"
 
 # Modules that declare the shop's metrics: the functions' and the gateway's go to prometheus_client's
-# default registry, the local runtime's to local.eventing.REGISTRY.
-METRIC_MODULES = ("functions.shared.metrics", "gateway.edge", "local.eventing", "local.serving")
+# default registry, the local runtime's to local.metrics.REGISTRY.
+METRIC_MODULES = ("functions.shared.metrics", "gateway.pipeline", "local.eventing", "local.serving")
 METRIC_NAME = re.compile(r"\bshop_[a-z0-9_]+")
 # PromQL string literals: label values and the like, never metric names.
 PROMQL_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
@@ -109,7 +109,7 @@ def exported_series_names() -> set[str]:
         importlib.import_module(module)
     from prometheus_client import REGISTRY
 
-    from local.eventing import REGISTRY as RUNTIME_REGISTRY
+    from local.metrics import REGISTRY as RUNTIME_REGISTRY
 
     names: set[str] = set()
     for registry in (REGISTRY, RUNTIME_REGISTRY):

@@ -3,7 +3,7 @@
 import flask
 import functions_framework
 
-from functions.catalog import bootstrap, parse, service
+from functions.catalog import bootstrap, parse
 from functions.shared import flags, identity, web
 
 web.install(bootstrap.dependencies)
@@ -16,9 +16,7 @@ def product_create(request: flask.Request) -> flask.Response:
     identity.require(request.headers, "admin")
     legacy = parse.is_legacy(request.path)
     cmd = parse.create_command(web.read_json(request), legacy=legacy)
-    product = service.create_product(
-        cmd, products=bootstrap.products(), clock=bootstrap.now, after_commit=bootstrap.after_commit
-    )
+    product = bootstrap.use_cases().create(cmd)
     body = product.as_legacy_json() if legacy else product.as_json()
     headers = {"Location": f"/api/products/{product.sku}", "ETag": product.etag}
     return web.json_response(body, 201, headers)
@@ -30,9 +28,7 @@ def product_update(request: flask.Request) -> flask.Response:
     web.allow(request, "PATCH")
     identity.require(request.headers, "admin")
     cmd = parse.update_command(request.path, web.read_json(request), request.headers.get("If-Match"))
-    product = service.update_product(
-        cmd, products=bootstrap.products(), clock=bootstrap.now, after_commit=bootstrap.after_commit
-    )
+    product = bootstrap.use_cases().update(cmd)
     return web.json_response(product.as_json(), headers={"ETag": product.etag})
 
 
@@ -41,7 +37,7 @@ def product_get(request: flask.Request) -> flask.Response:
     """GET /api/products/{sku}."""
     web.allow(request, "GET")
     flags.delay(flags.PRODUCT_GET_LATENCY)
-    product = service.get_product(parse.sku_from_path(request.path), products=bootstrap.view())
+    product = bootstrap.use_cases().get(parse.sku_from_path(request.path))
     return web.json_response(product.as_json(), headers={"ETag": product.etag})
 
 
@@ -51,9 +47,9 @@ def product_list(request: flask.Request) -> flask.Response:
     web.allow(request, "GET")
     if parse.is_legacy(request.path):
         web.query(request, ())
-        products = service.all_active_products(products=bootstrap.view())
+        products = bootstrap.use_cases().all_active()
         return web.json_response([p.as_legacy_json() for p in products])
     params = web.query(request, parse.QUERY_PARAMETERS)
     query = parse.product_query(params, identity.from_headers(request.headers))
-    page = service.search_products(query, products=bootstrap.view())
+    page = bootstrap.use_cases().search(query)
     return web.json_response(page.as_json())

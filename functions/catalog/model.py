@@ -7,6 +7,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from functions.shared.errors import Conflict, NotFound, PreconditionFailed
+
 DEFAULT_CURRENCY = "USD"
 DEFAULT_CATEGORY = "uncategorized"
 UPDATABLE = ("name", "description", "category", "price", "currency", "active", "image")
@@ -120,9 +122,27 @@ class ProductPage:
         }
 
 
-class DuplicateSku(Exception):
+class DuplicateSku(Conflict):
     """A product with this SKU exists."""
 
+    def __init__(self, sku: str) -> None:
+        super().__init__(f"a product with sku {sku!r} exists", sku=sku)
 
-class VersionConflict(Exception):
+
+class VersionConflict(Conflict):
     """The product changed since the caller read it."""
+
+    def __init__(self, sku: str) -> None:
+        super().__init__(f"product {sku!r} changed while it was being updated; read it again and retry")
+
+
+class ProductNotFound(NotFound):
+    def __init__(self, sku: str) -> None:
+        super().__init__(f"no product with sku {sku!r}")
+
+
+class StaleVersion(PreconditionFailed):
+    """If-Match names a version that is no longer the current one."""
+
+    def __init__(self, if_match: str, current: str) -> None:
+        super().__init__(f"If-Match {if_match} does not name the current version {current}")

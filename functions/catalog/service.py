@@ -8,15 +8,15 @@ from datetime import datetime
 
 from functions.catalog.model import (
     CreateProduct,
-    DuplicateSku,
     Product,
+    ProductNotFound,
     ProductPage,
     ProductQuery,
+    StaleVersion,
     UpdateProduct,
-    VersionConflict,
 )
 from functions.catalog.store import ProductReader, ProductStore
-from functions.shared import events, problems
+from functions.shared import events
 
 Clock = Callable[[], datetime]
 SOURCE = "catalog"
@@ -41,10 +41,7 @@ def create_product(
         updated_at=now,
     )
     event = events.new_event(events.PRODUCT_CREATED, service=SOURCE, subject=product.sku, data=product.as_event_data())
-    try:
-        stored = products.insert(product, event)
-    except DuplicateSku:
-        raise problems.conflict(f"a product with sku {cmd.sku!r} exists", sku=cmd.sku) from None
+    stored = products.insert(product, event)  # DuplicateSku if the SKU exists
     log.info("product %s created", cmd.sku, extra={"sku": cmd.sku})
     after_commit()
     return stored
@@ -55,33 +52,23 @@ def update_product(
 ) -> Product:
     current = get_product(cmd.sku, products=products)
     if cmd.if_match is not None and cmd.if_match not in ("*", current.etag):
-        raise problems.Problem(
-            412,
-            "Precondition failed",
-            f"If-Match {cmd.if_match} does not name the current version {current.etag}",
-            "precondition-failed",
-        )
+        raise StaleVersion(cmd.if_match, current.etag)
     changes = {k: v for k, v in cmd.changes.items() if getattr(current, k) != v}
     if not changes:
         return current
     updated = current.changed(changes, clock())
     data = {**updated.as_event_data(), "changed": sorted(changes)}
     event = events.new_event(events.PRODUCT_UPDATED, service=SOURCE, subject=updated.sku, data=data)
-    try:
-        products.replace(updated, current.version, event)
-    except VersionConflict:
-        raise problems.conflict(
-            f"product {cmd.sku!r} changed while it was being updated; read it again and retry"
-        ) from None
+    products.replace(updated, current.version, event)  # VersionConflict if it moved on meanwhile
     log.info("product %s updated (%s)", cmd.sku, ", ".join(sorted(changes)), extra={"sku": cmd.sku})
     after_commit()
     return updated
 
 
-def get_product(sku: str, *, products: ProductReader) -> Product:
+def get_product(sku: str, *, products: ProductReader | ProductStore) -> Product:
     product = products.get(sku)
     if product is None:
-        raise problems.not_found(f"no product with sku {sku!r}")
+        raise ProductNotFound(sku)
     return product
 
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable
+from decimal import Decimal
 from typing import Any
 
 from pymongo.errors import PyMongoError
 
 from functions.catalog.model import Product, ProductPage, ProductQuery
-from functions.catalog.store import MongoProductStore, active_in_memory, from_document, search_in_memory
+from functions.catalog.store import MongoProductStore, from_document
 
 log = logging.getLogger("shop.catalog.view")
 
@@ -55,11 +57,11 @@ class CatalogView:
 
     def search(self, query: ProductQuery) -> ProductPage:
         self.start()
-        return search_in_memory(list(self._by_sku.values()), query)
+        return search(list(self._by_sku.values()), query)
 
     def all_active(self) -> list[Product]:
         self.start()
-        return active_in_memory(list(self._by_sku.values()))
+        return sorted((p for p in self._by_sku.values() if p.active), key=lambda p: p.sku)
 
     # --- following the store ---------------------------------------------------------------
 
@@ -99,3 +101,26 @@ class CatalogView:
             if current is None or product.version >= current.version:
                 self._by_sku[product.sku] = product
                 self._sku_by_id[product.id] = product.sku
+
+
+def search(products: Iterable[Product], query: ProductQuery) -> ProductPage:
+    """The catalog's one search: a case-insensitive substring of name or description (the text is
+    matched as text, never as a pattern), a category, active products unless asked, sorted and paged."""
+    needle = (query.text or "").lower()
+    matches = [
+        p
+        for p in products
+        if (query.include_inactive or p.active)
+        and (not query.category or p.category == query.category)
+        and (not needle or needle in p.name.lower() or needle in p.description.lower())
+    ]
+    field = query.sort.lstrip("-")
+    matches.sort(key=lambda p: p.sku)  # the tie-break, ascending as in MongoDB, kept by the stable sort below
+    matches.sort(key=lambda p: _sort_value(p, field), reverse=query.sort.startswith("-"))
+    start = query.page * query.size
+    return ProductPage(matches[start : start + query.size], query.page, query.size, len(matches))
+
+
+def _sort_value(product: Product, field: str) -> Decimal | str:
+    """Names sort as people read them: "iPhone" between "Galaxy" and "XPS", whatever the case."""
+    return product.price if field == "price" else product.name.casefold()

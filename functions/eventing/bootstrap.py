@@ -1,15 +1,22 @@
-"""Wires the event-infrastructure functions' collaborators once per process, on first use."""
+"""Wires the event-infrastructure functions' use cases to their collaborators once per process, on first use."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
-from functions.eventing.deadletters import PostgresDeadLetterStore
+from cloudevents.http import CloudEvent
+
+from functions.eventing import service
+from functions.eventing.deadletters import DeadLetter, PostgresDeadLetterStore
 from functions.shared import health
+from functions.shared import outbox as outboxes
 from functions.shared.config import Config, ConfigError, config
 from functions.shared.outbox import Relay
 from functions.shared.postgres_outbox import PostgresOutbox
-from functions.shared.services import Reply, send
+from functions.shared.service_client import Reply, send
 
 
 @cache
@@ -42,6 +49,29 @@ def dead_letters() -> PostgresDeadLetterStore:
 
 def transport(url: str, headers: dict[str, str], body: bytes) -> Reply:
     return send("POST", url, body, headers, timeout=config().seconds("REPLAY_TIMEOUT_SECONDS", 10))
+
+
+@dataclass(frozen=True)
+class Eventing:
+    """outbox-relay's and dead-letter's use cases, ready to call."""
+
+    relay: Callable[[], service.RelayReport]
+    keep: Callable[[CloudEvent], DeadLetter]
+    list: Callable[[int, int, str | None], dict[str, Any]]
+    get: Callable[[int], DeadLetter]
+    replay: Callable[[int], DeadLetter]
+
+
+@cache
+def use_cases() -> Eventing:
+    # Each target uses only its own: the relay its outbox (opened on its first sweep), dead-letter its store.
+    return Eventing(
+        relay=lambda: service.relay_outbox(outbox(), publisher=outboxes.publisher()),
+        keep=lambda event: service.keep_dead_letter(event, store=dead_letters()),
+        list=lambda page, size, kind: service.list_dead_letters(page, size, kind, store=dead_letters()),
+        get=lambda number: service.get_dead_letter(number, store=dead_letters()),
+        replay=lambda number: service.replay_dead_letter(number, store=dead_letters(), transport=transport),
+    )
 
 
 def dependencies() -> list[health.Dependency]:

@@ -10,13 +10,21 @@ from typing import Any
 from cloudevents.http import CloudEvent
 
 from functions.eventing.deadletters import DeadLetter, DeadLetterStore, Incoming, binary_request
-from functions.shared import metrics, problems
+from functions.shared import metrics
+from functions.shared.errors import NotFound, Unavailable, UpstreamFailed
 from functions.shared.kafka import KafkaPublisher, PublishError
 from functions.shared.outbox import Relay
-from functions.shared.services import Reply
+from functions.shared.service_client import Reply
 
 log = logging.getLogger("shop.eventing")
 Transport = Callable[[str, dict[str, str], bytes], Reply]
+
+
+class ReplayFailed(UpstreamFailed):
+    """The destination refused the replayed event again, or did not answer."""
+
+    slug = "replay-failed"
+    title = "Replay failed"
 
 
 @dataclass(frozen=True)
@@ -33,7 +41,7 @@ def relay_outbox(outbox: Relay, *, publisher: KafkaPublisher) -> RelayReport:
     except PublishError as error:
         age = outbox.oldest_unsent_age()
         metrics.OUTBOX_OLDEST_AGE.labels(outbox.name).set(age)
-        raise problems.unavailable(f"Kafka did not take the events ({error}); they stay queued", 30) from None
+        raise Unavailable(f"Kafka did not take the events ({error}); they stay queued", retry_after=30) from None
     purged = outbox.purge_sent()
     age = outbox.oldest_unsent_age()
     metrics.OUTBOX_OLDEST_AGE.labels(outbox.name).set(age)
@@ -65,31 +73,21 @@ def list_dead_letters(page: int, size: int, event_type: str | None, *, store: De
 def get_dead_letter(dead_letter_id: int, *, store: DeadLetterStore) -> DeadLetter:
     dead = store.get(dead_letter_id)
     if dead is None:
-        raise problems.not_found(f"no dead letter {dead_letter_id}")
+        raise NotFound(f"no dead letter {dead_letter_id}")
     return dead
 
 
 def replay_dead_letter(dead_letter_id: int, *, store: DeadLetterStore, transport: Transport) -> DeadLetter:
     """Sends the original event to the destination that failed; 502 if it fails again."""
-    dead = store.get(dead_letter_id)
-    if dead is None:
-        raise problems.not_found(f"no dead letter {dead_letter_id}")
+    dead = get_dead_letter(dead_letter_id, store=store)
     headers, body = binary_request(dead.event)
     try:
         reply = transport(dead.destination, headers, body)
     except Exception as error:  # noqa: BLE001 - any transport failure is the destination's
-        raise problems.Problem(
-            502, "Replay failed", f"{dead.destination} did not answer: {error}", "replay-failed"
-        ) from None
+        raise ReplayFailed(f"{dead.destination} did not answer: {error}") from None
     store.replayed(dead.id, reply.status)
     if not 200 <= reply.status < 300:
-        raise problems.Problem(
-            502,
-            "Replay failed",
-            f"{dead.destination} answered {reply.status}",
-            "replay-failed",
-            extensions={"destinationStatus": reply.status},
-        )
+        raise ReplayFailed(f"{dead.destination} answered {reply.status}", destinationStatus=reply.status)
     log.info("dead letter %s replayed to %s", dead.id, dead.destination)
     refreshed = store.get(dead.id)
     assert refreshed is not None

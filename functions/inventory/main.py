@@ -4,9 +4,8 @@ import flask
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from functions.inventory import bootstrap, parse, service
+from functions.inventory import bootstrap, parse
 from functions.inventory.model import ConfirmReservation, ReleaseStock
-from functions.inventory.store import Delivery
 from functions.shared import events, flags, identity, web
 
 web.install(bootstrap.dependencies)
@@ -20,13 +19,13 @@ def inventory_check(request: flask.Request) -> flask.Response:
     if parse.is_level_path(request.path):
         web.query(request, ())
         sku = parse.sku_from_path(request.path, parse.LEVEL_PREFIX)
-        return web.json_response(service.stock_level(sku, inventory=bootstrap.inventory()).as_json())
+        return web.json_response(bootstrap.use_cases().level(sku).as_json())
     params = web.query(request, parse.CHECK_PARAMETERS)
     low = parse.low_stock_query(params, identity.from_headers(request.headers))
     if low is not None:
-        return web.json_response(service.low_stock(low, inventory=bootstrap.inventory()))
+        return web.json_response(bootstrap.use_cases().low_stock(low))
     query, single = parse.stock_query(params)
-    answers = service.check_stock(query, inventory=bootstrap.inventory())
+    answers = bootstrap.use_cases().check(query)
     if single:
         line, level = answers[0]
         return web.json_response(level.available >= line.quantity)
@@ -51,7 +50,7 @@ def inventory_reserve(request: flask.Request) -> flask.Response:
     flags.delay(flags.INVENTORY_RESERVE_LATENCY)
     flags.fail_sometimes(flags.INVENTORY_RESERVE_FAILURE)
     cmd = parse.reserve_command(web.read_json(request))
-    outcome = service.reserve_stock(cmd, inventory=bootstrap.inventory(), after_commit=bootstrap.after_commit)
+    outcome = bootstrap.use_cases().reserve(cmd)
     return web.json_response(outcome.reservation.as_json(), 201 if outcome.created else 200)
 
 
@@ -63,11 +62,11 @@ def inventory_release(request: flask.Request) -> flask.Response:
         event = web.cloud_event(request)
         data = events.accept(event, {events.ORDER_CANCELLED})
         cmd = ReleaseStock(data["orderNumber"], "order cancelled")
-        service.release_stock(cmd, inventory=bootstrap.inventory(), delivery=Delivery("inventory-release", event))
+        bootstrap.use_cases().release_for(cmd, event)
         return flask.Response(status=204)
     identity.require(request.headers)
     cmd = ReleaseStock(parse.order_number_from_release_path(request.path), "compensation")
-    reservation = service.release_stock(cmd, inventory=bootstrap.inventory())
+    reservation = bootstrap.use_cases().release(cmd)
     assert reservation is not None  # no delivery: never skipped as a duplicate
     return web.json_response(reservation.as_json())
 
@@ -78,7 +77,7 @@ def inventory_restock(request: flask.Request) -> flask.Response:
     web.allow(request, "PUT")
     identity.require(request.headers, "admin")
     cmd = parse.restock_command(request.path, web.read_json(request))
-    level, created = service.restock(cmd, inventory=bootstrap.inventory(), catalog=bootstrap.catalog())
+    level, created = bootstrap.use_cases().restock(cmd)
     return web.json_response(level.as_json(), 201 if created else 200)
 
 
@@ -86,7 +85,7 @@ def inventory_restock(request: flask.Request) -> flask.Response:
 def inventory_track(event: CloudEvent) -> None:
     """com.shop.product.created -> an empty stock row for the new SKU."""
     data = events.accept(event, {events.PRODUCT_CREATED})
-    service.track_product(data["sku"], inventory=bootstrap.inventory(), delivery=Delivery("inventory-track", event))
+    bootstrap.use_cases().track_for(data["sku"], event)
 
 
 @functions_framework.cloud_event
@@ -94,13 +93,11 @@ def inventory_confirm(event: CloudEvent) -> None:
     """com.shop.order.placed -> the order's held reservation becomes committed."""
     data = events.accept(event, {events.ORDER_PLACED})
     cmd = ConfirmReservation(data["orderNumber"])
-    service.confirm_reservation(cmd, inventory=bootstrap.inventory(), delivery=Delivery("inventory-confirm", event))
+    bootstrap.use_cases().confirm_for(cmd, event)
 
 
 @functions_framework.cloud_event
 def inventory_expire(event: CloudEvent) -> None:
     """PingSource sweep: settle holds older than RESERVATION_TTL_SECONDS by asking orders what became of them."""
     events.accept(event, {events.PING})
-    service.expire_reservations(
-        bootstrap.reservation_ttl(), inventory=bootstrap.inventory(), order_state=bootstrap.order_state()
-    )
+    bootstrap.use_cases().expire()

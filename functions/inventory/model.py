@@ -8,6 +8,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from functions.shared.errors import Conflict, NotFound, Rejected
+
 MAX_LINE_QUANTITY = 1000
 MAX_STOCK = 1_000_000
 DEFAULT_LOW_STOCK_THRESHOLD = 5
@@ -115,17 +117,48 @@ class Shortage:
         return {"skuCode": self.sku, "requested": self.requested, "available": self.available}
 
 
-class InsufficientStock(Exception):
+class InsufficientStock(Conflict):
+    """Some lines ask for more than is available: nothing was held."""
+
+    slug = "insufficient-stock"
+    title = "Insufficient stock"
+
     def __init__(self, shortages: list[Shortage]) -> None:
-        super().__init__(", ".join(s.sku for s in shortages))
+        super().__init__(
+            "not enough stock for " + ", ".join(s.sku for s in shortages),
+            shortages=[s.as_json() for s in shortages],
+        )
         self.shortages = shortages
 
 
 class UnknownSkus(Exception):
+    """The store keeps no stock for these SKUs (each use case says what that means for it)."""
+
     def __init__(self, skus: list[str]) -> None:
         super().__init__(", ".join(skus))
         self.skus = skus
 
 
-class ReservationConflict(Exception):
+class UnknownSku(NotFound):
+    """A stock level was asked of a SKU the inventory does not keep."""
+
+    slug = "unknown-sku"
+    title = "Unknown SKU"
+
+
+class NotInCatalog(NotFound):
+    """A restock names a SKU the catalog does not have: stock is kept for catalog products only."""
+
+    slug = "unknown-product"
+    title = "Unknown product"
+
+
+class UnstockedItems(Rejected):
+    """An order's lines name SKUs the inventory does not keep: it cannot be reserved."""
+
+    slug = "unknown-sku"
+    title = "Unknown SKU"
+
+
+class ReservationConflict(Conflict):
     """The order number was used for other lines, or its reservation was released."""

@@ -13,21 +13,23 @@ from cloudevents.http import CloudEvent
 
 from functions.inventory.model import (
     ConfirmReservation,
-    InsufficientStock,
     Line,
     LowStockQuery,
+    NotInCatalog,
     ReleaseStock,
     Reservation,
-    ReservationConflict,
     ReserveOutcome,
     ReserveStock,
     Restock,
     StockLevel,
     StockQuery,
+    UnknownSku,
     UnknownSkus,
+    UnstockedItems,
 )
 from functions.inventory.store import Delivery, InventoryStore
-from functions.shared import events, metrics, problems
+from functions.shared import events, metrics
+from functions.shared.errors import FieldError
 
 SOURCE = "inventory"
 log = logging.getLogger("shop.inventory")
@@ -37,12 +39,9 @@ def check_stock(query: StockQuery, *, inventory: InventoryStore) -> list[tuple[L
     levels = inventory.levels(line.sku for line in query.lines)
     unknown = [i for i, line in enumerate(query.lines) if line.sku not in levels]
     if unknown:
-        raise problems.Problem(
-            404,
-            "Unknown SKU",
+        raise UnknownSku(
             "no stock is kept for " + ", ".join(repr(query.lines[i].sku) for i in unknown),
-            "unknown-sku",
-            errors=[problems.FieldError("skuCode", f"unknown SKU {query.lines[i].sku!r}") for i in unknown],
+            errors=[FieldError("skuCode", f"unknown SKU {query.lines[i].sku!r}") for i in unknown],
         )
     return [(line, levels[line.sku]) for line in query.lines]
 
@@ -75,29 +74,17 @@ def _low_stock_events(outcome: ReserveOutcome) -> list[CloudEvent]:
 
 def reserve_stock(cmd: ReserveStock, *, inventory: InventoryStore, after_commit: Callable[[], None]) -> ReserveOutcome:
     try:
+        # InsufficientStock and ReservationConflict reach the caller as they are.
         outcome = inventory.reserve(cmd, _low_stock_events)
     except UnknownSkus as error:
-        raise problems.Problem(
-            422,
-            "Unknown SKU",
+        raise UnstockedItems(
             "these items are not stocked: " + ", ".join(error.skus),
-            "unknown-sku",
             errors=[
-                problems.FieldError(f"/items/{i}/skuCode", f"unknown SKU {line.sku!r}")
+                FieldError(f"/items/{i}/skuCode", f"unknown SKU {line.sku!r}")
                 for i, line in enumerate(cmd.lines)
                 if line.sku in error.skus
             ],
         ) from None
-    except InsufficientStock as error:
-        raise problems.Problem(
-            409,
-            "Insufficient stock",
-            "not enough stock for " + ", ".join(s.sku for s in error.shortages),
-            "insufficient-stock",
-            extensions={"shortages": [s.as_json() for s in error.shortages]},
-        ) from None
-    except ReservationConflict as error:
-        raise problems.conflict(str(error)) from None
     if outcome.created:
         metrics.UNITS_RESERVED.inc(sum(line.quantity for line in cmd.lines))
         log.info(
@@ -188,7 +175,7 @@ def expire_reservations(
 def stock_level(sku: str, *, inventory: InventoryStore) -> StockLevel:
     level = inventory.levels([sku]).get(sku)
     if level is None:
-        raise problems.not_found(f"no stock is kept for {sku!r}")
+        raise UnknownSku(f"no stock is kept for {sku!r}")
     return level
 
 
@@ -211,11 +198,11 @@ def restock(
     (`catalog(sku)`): a mistyped SKU is a 404, not stock for nothing. inventory-track makes the
     row of a new product a moment after it is created; this covers a restock that comes first."""
     if catalog is not None and not inventory.levels([cmd.sku]) and not catalog(cmd.sku):
-        raise problems.not_found(f"no product {cmd.sku!r} in the catalog: stock is kept for catalog products only")
+        raise NotInCatalog(f"no product {cmd.sku!r} in the catalog: stock is kept for catalog products only")
     try:
         level, created = inventory.restock(cmd)
     except UnknownSkus:
-        raise problems.not_found(f"no stock is kept for {cmd.sku!r}; PUT with mode 'set' creates it") from None
+        raise UnknownSku(f"no stock is kept for {cmd.sku!r}; PUT with mode 'set' creates it") from None
     log.info("stock of %s is now %d", cmd.sku, level.available, extra={"sku": cmd.sku})
     return level, created
 

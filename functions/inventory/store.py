@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from cloudevents.http import CloudEvent
 
@@ -57,19 +57,53 @@ class InventoryStore(Protocol):
     def low_stock(self, page: int, size: int) -> tuple[list[StockLevel], int]: ...
 
 
+class Reservations:
+    """`reservations`: an order number's hold is its own idempotency record, with the request's digest.
+    It is made in the transaction that moves the stock, so it is complete once it is there."""
+
+    def insert(self, conn: db.Connection, key: str, fingerprint: str | None) -> Any:
+        return conn.execute(
+            "INSERT INTO reservations (order_number, status, request_hash) VALUES (%s, 'HELD', %s)"
+            " ON CONFLICT DO NOTHING RETURNING created_at",
+            (key, fingerprint),
+        ).fetchone()
+
+    def load(self, conn: db.Connection, key: str, timeout: timedelta) -> idempotency.Record:
+        existing = _reservation(conn, key, lock=False)
+        assert existing is not None
+        reservation, digest = existing
+        if reservation.status is ReservationStatus.RELEASED:
+            raise ReservationConflict(f"the reservation for {key!r} was released")
+        return idempotency.Record(digest, completed=True, response=reservation)
+
+    def reclaim(self, conn: db.Connection, key: str) -> None:
+        raise AssertionError("a reservation is never a stale claim")
+
+    def complete(self, conn: db.Connection, key: str, response: Any) -> bool:
+        return True  # made complete, with its effect
+
+    def release(self, conn: db.Connection, key: str) -> None:
+        raise AssertionError("a reservation is undone by its transaction's rollback")
+
+
+RESERVATIONS = Reservations()
+
+
 class PostgresInventoryStore:
     def __init__(self, url: str) -> None:
         self.url = url
 
     def reserve(self, cmd: ReserveStock, events_for: EventsFor) -> ReserveOutcome:
         with db.transaction(self.url) as conn:
-            created = conn.execute(
-                "INSERT INTO reservations (order_number, status, request_hash) VALUES (%s, 'HELD', %s)"
-                " ON CONFLICT DO NOTHING RETURNING created_at",
-                (cmd.order_number, cmd.digest),
-            ).fetchone()
-            if created is None:
-                return self._replay(conn, cmd)
+            try:
+                decision = idempotency.claim(conn, RESERVATIONS, cmd.order_number, cmd.digest)
+            except idempotency.Mismatch:
+                raise ReservationConflict(
+                    f"order number {cmd.order_number!r} already holds other items; use a new order number"
+                ) from None
+            if decision.claim is idempotency.Claim.REPLAY:
+                return ReserveOutcome(decision.response, False)
+            created = decision.inserted
             wanted = {line.sku: line.quantity for line in cmd.lines}
             before = _lock_stock(conn, wanted)
             unknown = sorted(set(wanted) - set(before))

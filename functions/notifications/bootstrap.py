@@ -1,11 +1,16 @@
-"""Wires the notifications area's real collaborators once per process, on first use."""
+"""Wires notification-send to its real collaborators once per process, on first use."""
 
 from __future__ import annotations
 
-from functools import cache
+from collections.abc import Callable
+from functools import cache, partial
+from typing import Any
 
+from cloudevents.http import CloudEvent
+
+from functions.notifications import service
 from functions.notifications.mail import SmtpMailer
-from functions.notifications.store import PostgresNotificationStore
+from functions.notifications.store import Claim, PostgresNotificationStore
 from functions.shared import health
 from functions.shared.config import config
 
@@ -27,6 +32,18 @@ def operations_address() -> str:
 
 def mail_domain() -> str:
     return config().optional("MAIL_DOMAIN", "shop.example")
+
+
+@cache
+def send() -> Callable[[CloudEvent, dict[str, Any]], Claim]:
+    """The one use case: the mail an event asks for, sent once."""
+    return partial(
+        service.send_notification,
+        ledger=ledger(),
+        mailer=mailer(),
+        operations=operations_address(),
+        domain=mail_domain(),
+    )
 
 
 def dependencies() -> list[health.Dependency]:

@@ -3,7 +3,7 @@
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from functions.notifications import bootstrap, service
+from functions.notifications import bootstrap
 from functions.notifications.mail import NOTIFIED_TYPES
 from functions.shared import events, flags, problems, web
 
@@ -18,11 +18,4 @@ def notification_send(event: CloudEvent) -> None:
         flags.NOTIFICATION_SEND_FAILURE,
         problems.unprocessable("fault flag notificationSendFailure fails every event for good", "injected-fault"),
     )
-    service.send_notification(
-        event,
-        data,
-        ledger=bootstrap.ledger(),
-        mailer=bootstrap.mailer(),
-        operations=bootstrap.operations_address(),
-        domain=bootstrap.mail_domain(),
-    )
+    bootstrap.send()(event, data)

@@ -10,10 +10,24 @@ from cloudevents.http import CloudEvent
 
 from functions.notifications.mail import Mailer, compose
 from functions.notifications.store import Claim, NotificationStore
-from functions.shared import metrics, problems
+from functions.shared import metrics
+from functions.shared.errors import Conflict, Rejected, Unavailable
 from functions.shared.logs import mask_email
 
 log = logging.getLogger("shop.notifications")
+
+
+class MailInFlight(Conflict):
+    """Another delivery of the same event is sending its mail right now (409: Knative delivers again)."""
+
+    slug = "in-flight"
+    title = "Being sent"
+
+
+class MailRejected(Rejected):
+    """The mail server refused the mail for good (an SMTP 5xx): 422, dead-lettered at once, not retried."""
+
+    slug = "mail-rejected"
 
 
 def send_notification(
@@ -27,13 +41,7 @@ def send_notification(
         log.info("email for event %s was sent before; skipping", event["id"], extra={"event_id": event["id"]})
         return claim
     if claim is Claim.IN_FLIGHT:
-        raise problems.Problem(
-            409,
-            "Being sent",
-            f"the email for event {event['id']} is being sent by another delivery",
-            "in-flight",
-            headers={"Retry-After": "1"},
-        )
+        raise MailInFlight(f"the email for event {event['id']} is being sent by another delivery", retry_after=1)
     try:
         mailer.send(email)
     except (smtplib.SMTPException, OSError) as error:
@@ -41,11 +49,9 @@ def send_notification(
         if _refused_for_good(error):
             # A 5xx reply will be the same on every retry: 422, which Knative dead-letters at once
             # (from where an operator can replay it once the cause is fixed).
-            raise problems.unprocessable(
-                f"the mail server refused this mail for good: {error}", "mail-rejected"
-            ) from None
+            raise MailRejected(f"the mail server refused this mail for good: {error}") from None
         # 503: Knative retries it with backoff (the Trigger waits out a minute's outage), then dead-letters it.
-        raise problems.unavailable(f"the mail server refused or failed: {error}", retry_after=2) from None
+        raise Unavailable(f"the mail server refused or failed: {error}", retry_after=2) from None
     ledger.sent(event)
     metrics.EMAILS_SENT.labels(event["type"]).inc()
     log.info(

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from cloudevents.http import CloudEvent
 
 from functions.notifications.mail import Email
-from functions.shared import db
+from functions.shared import db, idempotency
 
 # A SENDING row older than this belongs to a process that died mid-send: it may be retried.
 STALE_CLAIM = timedelta(seconds=60)
@@ -29,57 +31,87 @@ class NotificationStore(Protocol):
     def forget(self, event: CloudEvent) -> None: ...
 
 
+@dataclass(frozen=True)
+class Mail:
+    """A notification's idempotency key: its event, and the mail it asks for (what the row records)."""
+
+    event: CloudEvent
+    email: Email | None = None
+
+    def __str__(self) -> str:
+        return f"the email for event {self.event['id']}"
+
+
+class Notifications:
+    """`notifications`: one row per event asking for an email, SENDING while claimed, SENT once done."""
+
+    def insert(self, conn: db.Connection, key: Mail, fingerprint: str | None) -> bool:
+        event, email = key.event, key.email
+        assert email is not None
+        row = conn.execute(
+            "INSERT INTO notifications (event_source, event_id, event_type, recipient, subject, status, message_id)"
+            " VALUES (%s, %s, %s, %s, %s, 'SENDING', %s) ON CONFLICT DO NOTHING RETURNING 1",
+            (event["source"], event["id"], event["type"], email.recipient, email.subject, email.message_id),
+        ).fetchone()
+        return row is not None
+
+    def load(self, conn: db.Connection, key: Mail, timeout: timedelta) -> idempotency.Record:
+        row = conn.execute(
+            "SELECT status, claimed_at < now() - %s AS stale FROM notifications"
+            " WHERE event_source = %s AND event_id = %s FOR UPDATE",
+            (timeout, key.event["source"], key.event["id"]),
+        ).fetchone()
+        assert row is not None
+        return idempotency.Record(None, row["status"] == "SENT", bool(row["stale"]))
+
+    def reclaim(self, conn: db.Connection, key: Mail) -> None:
+        conn.execute(
+            "UPDATE notifications SET claimed_at = now() WHERE event_source = %s AND event_id = %s",
+            (key.event["source"], key.event["id"]),
+        )
+
+    def complete(self, conn: db.Connection, key: Mail, response: Any) -> bool:
+        done = conn.execute(
+            "UPDATE notifications SET status = 'SENT', sent_at = now()"
+            " WHERE event_source = %s AND event_id = %s AND status = 'SENDING'",
+            (key.event["source"], key.event["id"]),
+        )
+        return done.rowcount == 1
+
+    def release(self, conn: db.Connection, key: Mail) -> None:
+        conn.execute(
+            "DELETE FROM notifications WHERE event_source = %s AND event_id = %s AND status = 'SENDING'",
+            (key.event["source"], key.event["id"]),
+        )
+
+
+LEDGER = Notifications()
+CLAIMS = {
+    idempotency.Claim.NEW: Claim.CLAIMED,
+    idempotency.Claim.REPLAY: Claim.SENT,
+    idempotency.Claim.IN_FLIGHT: Claim.IN_FLIGHT,
+}
+
+
 class PostgresNotificationStore:
     def __init__(self, url: str) -> None:
         self.url = url
 
     def claim(self, event: CloudEvent, email: Email) -> Claim:
         with db.transaction(self.url) as conn:
-            inserted = conn.execute(
-                "INSERT INTO notifications (event_source, event_id, event_type, recipient, subject, status, message_id)"
-                " VALUES (%s, %s, %s, %s, %s, 'SENDING', %s) ON CONFLICT DO NOTHING RETURNING 1",
-                (event["source"], event["id"], event["type"], email.recipient, email.subject, email.message_id),
-            ).fetchone()
-            if inserted:
-                return Claim.CLAIMED
-            row = conn.execute(
-                "SELECT status, claimed_at < now() - %s AS stale FROM notifications"
-                " WHERE event_source = %s AND event_id = %s FOR UPDATE",
-                (STALE_CLAIM, event["source"], event["id"]),
-            ).fetchone()
-            assert row is not None
-            if row["status"] == "SENT":
-                return Claim.SENT
-            if not row["stale"]:
-                return Claim.IN_FLIGHT
-            conn.execute(
-                "UPDATE notifications SET claimed_at = now() WHERE event_source = %s AND event_id = %s",
-                (event["source"], event["id"]),
-            )
-            return Claim.CLAIMED
+            return CLAIMS[idempotency.claim(conn, LEDGER, Mail(event, email), timeout=STALE_CLAIM).claim]
 
     def sent(self, event: CloudEvent) -> None:
         """Records that the mail went out. Retried while the database restarts: if this record were
         lost, the claim would go stale and a redelivery would send the mail a second time."""
 
         def mark() -> None:
-            with db.transaction(self.url) as conn:
-                conn.execute(
-                    "UPDATE notifications SET status = 'SENT', sent_at = now()"
-                    " WHERE event_source = %s AND event_id = %s",
-                    (event["source"], event["id"]),
-                )
+            # Overtaken: an earlier try recorded it and only its answer was lost (the database restarted).
+            with db.transaction(self.url) as conn, contextlib.suppress(idempotency.Overtaken):
+                idempotency.complete(conn, LEDGER, Mail(event))
 
         db.retrying(mark, what=f"recording the email for {event['id']} as sent")
 
     def forget(self, event: CloudEvent) -> None:
         """Drops the claim of a mail that did not go out, so a redelivery sends it without waiting."""
-
-        def drop() -> None:
-            with db.transaction(self.url) as conn:
-                conn.execute(
-                    "DELETE FROM notifications WHERE event_source = %s AND event_id = %s AND status = 'SENDING'",
-                    (event["source"], event["id"]),
-                )
-
-        db.retrying(drop, what=f"releasing the claim on the email for {event['id']}")
+        idempotency.release(self.url, LEDGER, Mail(event))

@@ -1,19 +1,23 @@
-"""Wires the orders area's real collaborators once per process, on first use (never at import)."""
+"""Wires the orders area's use cases to their real collaborators once per process, on first use (never at import)."""
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cache
+from functools import cache, partial
 
+from functions.orders import service
+from functions.orders.clients import HttpCatalog, HttpInventory
+from functions.orders.model import CancelOrder, Order, OrderPage, OrderQuery, PlaceOrder
 from functions.orders.store import ABANDONED_CLAIM, PostgresOrderStore
-from functions.orders.upstreams import HttpCatalog, HttpInventory
 from functions.shared import health
 from functions.shared.config import config
+from functions.shared.identity import Identity
 from functions.shared.outbox import FastPathRelay
 from functions.shared.postgres_outbox import PostgresOutbox
-from functions.shared.services import ServiceClient
+from functions.shared.service_client import ServiceClient
 
 
 def now() -> datetime:
@@ -57,13 +61,40 @@ def _clients() -> tuple[ServiceClient, ServiceClient, ServiceClient]:
     )
 
 
-def catalog() -> HttpCatalog:
-    return HttpCatalog(_clients()[0])
+@dataclass(frozen=True)
+class Orders:
+    """The orders area's use cases, ready to call. Placing an order takes the caller's forwarded
+    identity too: inventory-reserve and -release act on the customer's behalf."""
+
+    place: Callable[[PlaceOrder, Mapping[str, str]], service.Placed]
+    get: Callable[[str, Identity], Order]
+    search: Callable[[OrderQuery], OrderPage]
+    cancel: Callable[[CancelOrder, Identity], Order]
 
 
-def inventory(forward_headers: Mapping[str, str]) -> HttpInventory:
-    _, reserve, release = _clients()
-    return HttpInventory(reserve, release, forward_headers)
+@cache
+def use_cases() -> Orders:
+    store = orders()
+    product_get, reserve, release = _clients()
+    catalog = HttpCatalog(product_get)
+
+    def place(cmd: PlaceOrder, forwarded: Mapping[str, str]) -> service.Placed:
+        return service.place_order(
+            cmd,
+            orders=store,
+            catalog=catalog,
+            inventory=HttpInventory(reserve, release, forwarded),
+            clock=now,
+            new_order_number=new_order_number,
+            after_commit=after_commit,
+        )
+
+    return Orders(
+        place=place,
+        get=partial(service.get_order, orders=store),
+        search=partial(service.list_orders, orders=store),
+        cancel=partial(service.cancel_order, orders=store, clock=now, after_commit=after_commit),
+    )
 
 
 def dependencies() -> list[health.Dependency]:

@@ -3,7 +3,7 @@
 import flask
 import functions_framework
 
-from functions.orders import bootstrap, parse, service
+from functions.orders import bootstrap, parse
 from functions.shared import identity, web
 
 web.install(bootstrap.dependencies)
@@ -17,15 +17,7 @@ def order_place(request: flask.Request) -> flask.Response:
     caller = identity.require(request.headers)
     legacy = parse.is_legacy(request.path)
     cmd = parse.place_command(web.read_json(request), caller, request.headers.get("Idempotency-Key"), legacy=legacy)
-    placed = service.place_order(
-        cmd,
-        orders=bootstrap.orders(),
-        catalog=bootstrap.catalog(),
-        inventory=bootstrap.inventory({identity.HEADER: request.headers[identity.HEADER]}),
-        clock=bootstrap.now,
-        new_order_number=bootstrap.new_order_number,
-        after_commit=bootstrap.after_commit,
-    )
+    placed = bootstrap.use_cases().place(cmd, {identity.HEADER: request.headers[identity.HEADER]})
     headers = {"Location": f"/api/orders/{placed.order_number}"}
     if placed.replayed:
         headers["Idempotent-Replayed"] = "true"
@@ -40,7 +32,7 @@ def order_get(request: flask.Request) -> flask.Response:
     web.allow(request, "GET")
     caller = identity.require(request.headers)
     number = parse.order_number_from(request.path, parse.ORDER_PATH)
-    return web.json_response(service.get_order(number, caller, orders=bootstrap.orders()).as_json())
+    return web.json_response(bootstrap.use_cases().get(number, caller).as_json())
 
 
 @functions_framework.http
@@ -49,7 +41,7 @@ def order_list(request: flask.Request) -> flask.Response:
     web.allow(request, "GET")
     caller = identity.require(request.headers)
     query = parse.order_query(web.query(request, parse.LIST_PARAMETERS), caller)
-    return web.json_response(service.list_orders(query, orders=bootstrap.orders()).as_json())
+    return web.json_response(bootstrap.use_cases().search(query).as_json())
 
 
 @functions_framework.http
@@ -59,7 +51,5 @@ def order_cancel(request: flask.Request) -> flask.Response:
     caller = identity.require(request.headers)
     body = web.read_json(request) if request.content_length else None
     cmd = parse.cancel_command(request.path, body)
-    order = service.cancel_order(
-        cmd, caller, orders=bootstrap.orders(), clock=bootstrap.now, after_commit=bootstrap.after_commit
-    )
+    order = bootstrap.use_cases().cancel(cmd, caller)
     return web.json_response(order.as_json())

@@ -10,6 +10,8 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+from functions.shared.errors import Conflict, NotFound, Rejected
+
 MAX_LINES = 50
 MAX_LINE_QUANTITY = 1000
 
@@ -37,6 +39,10 @@ class Contact:
 
     def as_json(self) -> dict[str, str]:
         return {k: v for k, v in {"name": self.name, "email": self.email, "phone": self.phone}.items() if v}
+
+    @classmethod
+    def of(cls, body: dict[str, Any]) -> Contact:
+        return cls(body["email"], body.get("name", ""), body.get("phone", ""))
 
 
 @dataclass(frozen=True)
@@ -245,15 +251,45 @@ class StoredResponse:
     order_number: str
 
 
-class KeyInUse(Exception):
+class KeyInUse(Rejected):
     """The Idempotency-Key was sent with another request body."""
 
+    slug = "idempotency-key-reused"
 
-class KeyInFlight(Exception):
+    def __init__(self) -> None:
+        super().__init__("this Idempotency-Key was used with a different request; use a new key for a new order")
+
+
+class KeyInFlight(Conflict):
     """A request with this Idempotency-Key is still being processed."""
 
+    slug = "idempotency-key-in-flight"
+    title = "Request in progress"
 
-class OrderNotCancellable(Exception):
-    def __init__(self, status: OrderStatus) -> None:
-        super().__init__(status.value)
+    def __init__(self) -> None:
+        super().__init__("a request with this Idempotency-Key is still being processed", retry_after=1)
+
+
+class OrderNotCancellable(Conflict):
+    def __init__(self, order_number: str, status: OrderStatus) -> None:
+        super().__init__(
+            f"order {order_number!r} is {status.value}; only PLACED orders can be cancelled", orderStatus=status.value
+        )
         self.status = status
+
+
+class OrderNotFound(NotFound):
+    def __init__(self, order_number: str) -> None:
+        super().__init__(f"no order {order_number!r}")
+
+
+class UnknownProducts(Rejected):
+    """Lines name products the catalog does not have, or does not sell."""
+
+    slug = "unknown-product"
+    title = "Unknown or unavailable products"
+
+
+class MixedCurrencies(Rejected):
+    def __init__(self, currencies: list[str]) -> None:
+        super().__init__(f"items are priced in several currencies {currencies}; order them apart")

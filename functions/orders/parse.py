@@ -73,7 +73,7 @@ def _details(body: dict[str, Any]) -> tuple[Contact | None, Address | None]:
     contact = trimmed.get("contact")
     address = trimmed.get("shippingAddress")
     return (
-        Contact(contact["email"], contact.get("name", ""), contact.get("phone", "")) if contact else None,
+        Contact.of(contact) if contact else None,
         Address.of(address) if address else None,
     )
 

@@ -8,24 +8,26 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from functions.orders.clients import Catalog, Inventory
 from functions.orders.model import (
     CancelOrder,
     KeyInFlight,
-    KeyInUse,
+    MixedCurrencies,
     Order,
     OrderLine,
-    OrderNotCancellable,
+    OrderNotFound,
     OrderPage,
     OrderQuery,
     OrderStatus,
     PlaceOrder,
     PricedProduct,
+    UnknownProducts,
 )
 from functions.orders.store import OrderStore
-from functions.orders.upstreams import Catalog, Inventory
-from functions.shared import events, faults, metrics, problems
+from functions.shared import events, faults, metrics
+from functions.shared.errors import DomainError, FieldError, Unavailable
 from functions.shared.identity import Identity
-from functions.shared.services import UpstreamUnavailable
+from functions.shared.service_client import UpstreamUnavailable
 
 SOURCE = "orders"
 log = logging.getLogger("shop.orders")
@@ -57,89 +59,21 @@ def place_order(
     """
     key = cmd.idempotency_key
     if key is not None:
-        try:
-            stored = orders.claim_key(cmd.customer.id, key, cmd.request_hash)
-        except KeyInUse:
-            raise problems.unprocessable(
-                "this Idempotency-Key was used with a different request; use a new key for a new order",
-                "idempotency-key-reused",
-            ) from None
-        except KeyInFlight:
-            raise _key_in_flight() from None
+        # KeyInUse (another body) and KeyInFlight (still running) reach the caller as they are.
+        stored = orders.claim_key(cmd.customer.id, key, cmd.request_hash)
         if stored is not None:
             return Placed(stored.body, stored.order_number, replayed=True)
     try:
-        return _place(
-            cmd,
-            orders=orders,
-            catalog=catalog,
-            inventory=inventory,
-            clock=clock,
-            new_order_number=new_order_number,
-            after_commit=after_commit,
-        )
+        order = _priced_order(cmd, catalog, new_order_number(), clock())
+        placed = _reserve_and_commit(cmd, order, orders=orders, inventory=inventory)
     except KeyInFlight:
         # This request outlived its claim and another took the key over: nothing of this one was
         # committed and its stock is released; a retry gets the other's answer. The claim is not
         # ours to release any more.
-        raise _key_in_flight() from None
+        raise
     except BaseException:
         if key is not None:
             orders.release_key(cmd.customer.id, key)
-        raise
-
-
-def _key_in_flight() -> problems.Problem:
-    return problems.Problem(
-        409,
-        "Request in progress",
-        "a request with this Idempotency-Key is still being processed",
-        "idempotency-key-in-flight",
-        headers={"Retry-After": "1"},
-    )
-
-
-def _place(
-    cmd: PlaceOrder,
-    *,
-    orders: OrderStore,
-    catalog: Catalog,
-    inventory: Inventory,
-    clock: Clock,
-    new_order_number: Callable[[], str],
-    after_commit: Callable[[], None],
-) -> Placed:
-    products = _price(cmd, catalog)
-    lines = tuple(
-        OrderLine(line.sku, products[line.sku].name, line.quantity, products[line.sku].price) for line in cmd.lines
-    )
-    order = Order(
-        new_order_number(),
-        cmd.customer,
-        OrderStatus.PLACED,
-        lines,
-        products[cmd.lines[0].sku].currency,
-        clock(),
-        contact=cmd.contact,
-        shipping_address=cmd.shipping_address,
-    )
-    try:
-        inventory.reserve(order.order_number, cmd.lines)
-    except UpstreamUnavailable as error:
-        # The reservation may have happened before the failure: undo it, best effort.
-        _compensate(inventory, order.order_number)
-        raise problems.unavailable(
-            f"inventory is unavailable ({error.reason}); nothing was ordered", error.retry_after
-        ) from None
-    faults.point("after-reserve")
-    event = events.new_event(
-        events.ORDER_PLACED, service=SOURCE, subject=order.order_number, data=order.placed_event_data()
-    )
-    body = order.as_json()
-    try:
-        orders.insert(order, event, cmd.idempotency_key, body)
-    except BaseException:
-        _compensate(inventory, order.order_number)
         raise
     after_commit()
     metrics.ORDERS_PLACED.inc()
@@ -151,36 +85,70 @@ def _place(
         order.currency,
         extra={"order_number": order.order_number},
     )
+    return placed
+
+
+def _priced_order(cmd: PlaceOrder, catalog: Catalog, order_number: str, now: datetime) -> Order:
+    products = _price(cmd, catalog)
+    lines = tuple(
+        OrderLine(line.sku, products[line.sku].name, line.quantity, products[line.sku].price) for line in cmd.lines
+    )
+    return Order(
+        order_number,
+        cmd.customer,
+        OrderStatus.PLACED,
+        lines,
+        products[cmd.lines[0].sku].currency,
+        now,
+        contact=cmd.contact,
+        shipping_address=cmd.shipping_address,
+    )
+
+
+def _reserve_and_commit(cmd: PlaceOrder, order: Order, *, orders: OrderStore, inventory: Inventory) -> Placed:
+    """Holds the stock, then commits order + outbox (+ the key's answer); releases the hold if the commit fails."""
+    try:
+        inventory.reserve(order.order_number, cmd.lines)
+    except UpstreamUnavailable as error:
+        # The reservation may have happened before the failure: undo it, best effort.
+        _compensate(inventory, order.order_number)
+        raise Unavailable(
+            f"inventory is unavailable ({error.reason}); nothing was ordered", retry_after=error.retry_after
+        ) from None
+    faults.point("after-reserve")
+    event = events.new_event(
+        events.ORDER_PLACED, service=SOURCE, subject=order.order_number, data=order.placed_event_data()
+    )
+    body = order.as_json()
+    try:
+        orders.insert(order, event, cmd.idempotency_key, body)
+    except BaseException:
+        _compensate(inventory, order.order_number)
+        raise
     return Placed(body, order.order_number, replayed=False)
 
 
 def _price(cmd: PlaceOrder, catalog: Catalog) -> dict[str, PricedProduct]:
     products: dict[str, PricedProduct] = {}
-    errors: list[problems.FieldError] = []
+    errors: list[FieldError] = []
     try:
         for i, line in enumerate(cmd.lines):
             product = catalog.product(line.sku)
             if product is None:
-                errors.append(problems.FieldError(f"/items/{i}/skuCode", f"no product {line.sku!r} in the catalog"))
+                errors.append(FieldError(f"/items/{i}/skuCode", f"no product {line.sku!r} in the catalog"))
             elif not product.active:
-                errors.append(problems.FieldError(f"/items/{i}/skuCode", f"{line.sku!r} is not for sale"))
+                errors.append(FieldError(f"/items/{i}/skuCode", f"{line.sku!r} is not for sale"))
             else:
                 products[line.sku] = product
     except UpstreamUnavailable as error:
-        raise problems.unavailable(
-            f"the catalog is unavailable ({error.reason}); nothing was ordered", error.retry_after
+        raise Unavailable(
+            f"the catalog is unavailable ({error.reason}); nothing was ordered", retry_after=error.retry_after
         ) from None
     if errors:
-        raise problems.Problem(
-            422,
-            "Unknown or unavailable products",
-            "; ".join(e.message for e in errors),
-            "unknown-product",
-            errors=errors,
-        )
+        raise UnknownProducts("; ".join(e.message for e in errors), errors=errors)
     currencies = {p.currency for p in products.values()}
     if len(currencies) > 1:
-        raise problems.unprocessable(f"items are priced in several currencies {sorted(currencies)}; order them apart")
+        raise MixedCurrencies(sorted(currencies))
     return products
 
 
@@ -188,7 +156,7 @@ def _compensate(inventory: Inventory, order_number: str) -> None:
     try:
         inventory.release(order_number)
         log.info("reservation of %s released (compensation)", order_number, extra={"order_number": order_number})
-    except (UpstreamUnavailable, problems.Problem) as error:
+    except (UpstreamUnavailable, DomainError) as error:
         log.warning(
             "compensation for %s failed (%s); the reservation TTL will release it",
             order_number,
@@ -206,7 +174,7 @@ def get_order(order_number: str, caller: Identity, *, orders: OrderStore) -> Ord
     order = orders.get(order_number)
     # Someone else's order is "not found", not "forbidden": its existence is not disclosed.
     if order is None or not visible_to(caller)(order):
-        raise problems.not_found(f"no order {order_number!r}")
+        raise OrderNotFound(order_number)
     return order
 
 
@@ -222,15 +190,9 @@ def cancel_order(
             events.ORDER_CANCELLED, service=SOURCE, subject=order.order_number, data=order.cancelled_event_data()
         )
 
-    try:
-        cancelled = orders.cancel(cmd, visible_to(caller), clock(), event_for)
-    except OrderNotCancellable as error:
-        raise problems.conflict(
-            f"order {cmd.order_number!r} is {error.status.value}; only PLACED orders can be cancelled",
-            orderStatus=error.status.value,
-        ) from None
+    cancelled = orders.cancel(cmd, visible_to(caller), clock(), event_for)  # OrderNotCancellable
     if cancelled is None:
-        raise problems.not_found(f"no order {cmd.order_number!r}")
+        raise OrderNotFound(cmd.order_number)
     after_commit()
     metrics.ORDERS_CANCELLED.inc()
     log.info("order %s cancelled", cmd.order_number, extra={"order_number": cmd.order_number})

@@ -25,7 +25,7 @@ from functions.orders.model import (
     OrderStatus,
     StoredResponse,
 )
-from functions.shared import db, postgres_outbox, web
+from functions.shared import db, idempotency, postgres_outbox, web
 
 # A claim with no answer after this long belongs to a request that died: it may be taken over
 # (IDEMPOTENCY_CLAIM_TIMEOUT_SECONDS). A request that was only slow cannot commit after that.
@@ -52,6 +52,47 @@ class OrderStore(Protocol):
     ) -> Order | None: ...
 
 
+class IdempotencyKeys:
+    """`idempotency_keys`: one record per (customer, Idempotency-Key), its answer kept with the order."""
+
+    def insert(self, conn: db.Connection, key: tuple[str, str], fingerprint: str | None) -> bool:
+        row = conn.execute(
+            "INSERT INTO idempotency_keys (customer_id, key, request_hash) VALUES (%s, %s, %s)"
+            " ON CONFLICT DO NOTHING RETURNING key",
+            (*key, fingerprint),
+        ).fetchone()
+        return row is not None
+
+    def load(self, conn: db.Connection, key: tuple[str, str], timeout: timedelta) -> idempotency.Record:
+        row = conn.execute(
+            "SELECT request_hash, order_number, response, claimed_at < now() - %s AS stale"
+            " FROM idempotency_keys WHERE customer_id = %s AND key = %s FOR UPDATE",
+            (timeout, *key),
+        ).fetchone()
+        assert row is not None
+        answered = row["response"] is not None
+        response = StoredResponse(201, row["response"], row["order_number"]) if answered else None
+        return idempotency.Record(row["request_hash"], answered, bool(row["stale"]), response)
+
+    def reclaim(self, conn: db.Connection, key: tuple[str, str]) -> None:
+        conn.execute("UPDATE idempotency_keys SET claimed_at = now() WHERE customer_id = %s AND key = %s", key)
+
+    def complete(self, conn: db.Connection, key: tuple[str, str], response: Any) -> bool:
+        stored: StoredResponse = response
+        answered = conn.execute(
+            "UPDATE idempotency_keys SET order_number = %s, response = %s"
+            " WHERE customer_id = %s AND key = %s AND response IS NULL",
+            (stored.order_number, Jsonb(stored.body, dumps=_json), *key),
+        )
+        return answered.rowcount == 1
+
+    def release(self, conn: db.Connection, key: tuple[str, str]) -> None:
+        conn.execute("DELETE FROM idempotency_keys WHERE customer_id = %s AND key = %s AND response IS NULL", key)
+
+
+KEYS = IdempotencyKeys()
+
+
 class PostgresOrderStore:
     def __init__(self, url: str, *, abandoned_after: timedelta = ABANDONED_CLAIM) -> None:
         self.url = url
@@ -63,43 +104,17 @@ class PostgresOrderStore:
         Raises KeyInUse for another body, KeyInFlight while the first request still runs.
         """
         with db.transaction(self.url) as conn:
-            claimed = conn.execute(
-                "INSERT INTO idempotency_keys (customer_id, key, request_hash) VALUES (%s, %s, %s)"
-                " ON CONFLICT DO NOTHING RETURNING key",
-                (customer_id, key, request_hash),
-            ).fetchone()
-            if claimed:
-                return None
-            row = conn.execute(
-                "SELECT request_hash, order_number, response, claimed_at < now() - %s AS abandoned"
-                " FROM idempotency_keys WHERE customer_id = %s AND key = %s FOR UPDATE",
-                (self.abandoned_after, customer_id, key),
-            ).fetchone()
-            assert row is not None
-            if row["request_hash"] != request_hash:
-                raise KeyInUse(key)
-            if row["response"] is not None:
-                return StoredResponse(201, row["response"], row["order_number"])
-            if not row["abandoned"]:
-                raise KeyInFlight(key)
-            conn.execute(
-                "UPDATE idempotency_keys SET claimed_at = now() WHERE customer_id = %s AND key = %s",
-                (customer_id, key),
-            )
-            return None
+            try:
+                decision = idempotency.claim(conn, KEYS, (customer_id, key), request_hash, self.abandoned_after)
+            except idempotency.Mismatch:
+                raise KeyInUse() from None
+        if decision.claim is idempotency.Claim.IN_FLIGHT:
+            raise KeyInFlight()
+        return decision.response if decision.claim is idempotency.Claim.REPLAY else None
 
     def release_key(self, customer_id: str, key: str) -> None:
-        """Frees the key of a request that failed, so its retry need not wait for the claim to go stale.
-        Retried while the database restarts: that is often what made the request fail."""
-
-        def release() -> None:
-            with db.transaction(self.url) as conn:
-                conn.execute(
-                    "DELETE FROM idempotency_keys WHERE customer_id = %s AND key = %s AND response IS NULL",
-                    (customer_id, key),
-                )
-
-        db.retrying(release, what=f"releasing Idempotency-Key {key!r}")
+        """Frees the key of a request that failed, so its retry need not wait for the claim to go stale."""
+        idempotency.release(self.url, KEYS, (customer_id, key))
 
     def insert(self, order: Order, event: CloudEvent, key: str | None, response: dict[str, Any] | None) -> None:
         """Commits the order with its event and, for a key, its answer.
@@ -137,13 +152,12 @@ class PostgresOrderStore:
                 )
             postgres_outbox.add(conn, event)
             if key is not None:
-                answered = conn.execute(
-                    "UPDATE idempotency_keys SET order_number = %s, response = %s"
-                    " WHERE customer_id = %s AND key = %s AND response IS NULL",
-                    (order.order_number, Jsonb(response, dumps=_json), c.id, key),
-                )
-                if answered.rowcount != 1:
-                    raise KeyInFlight(key)
+                try:
+                    idempotency.complete(
+                        conn, KEYS, (c.id, key), StoredResponse(201, response or {}, order.order_number)
+                    )
+                except idempotency.Overtaken:
+                    raise KeyInFlight() from None
 
     def get(self, order_number: str) -> Order | None:
         with db.transaction(self.url) as conn:
@@ -191,7 +205,7 @@ class PostgresOrderStore:
             if order is None or not allowed(order):
                 return None
             if order.status is not OrderStatus.PLACED:
-                raise OrderNotCancellable(order.status)
+                raise OrderNotCancellable(order.order_number, order.status)
             conn.execute(
                 "UPDATE orders SET status = 'CANCELLED', cancelled_at = %s, cancel_reason = %s WHERE order_number = %s",
                 (now, cmd.reason, cmd.order_number),
@@ -246,13 +260,9 @@ def _load_many(conn: db.Connection, numbers: list[str], *, lock: bool = False) -
             placed_at=r["placed_at"],
             cancelled_at=r["cancelled_at"],
             cancel_reason=r["cancel_reason"],
-            contact=_contact(r.get("contact")),
+            contact=Contact.of(r["contact"]) if r.get("contact") else None,
             shipping_address=Address.of(r["shipping_address"]) if r.get("shipping_address") else None,
         )
         for r in rows
     }
     return [by_number[n] for n in numbers if n in by_number]
-
-
-def _contact(stored: dict[str, str] | None) -> Contact | None:
-    return Contact(stored["email"], stored.get("name", ""), stored.get("phone", "")) if stored else None

@@ -6,13 +6,12 @@ Answers are JSON when the Accept header mentions json and XML otherwise; errors 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import flask
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 
-from functions.registry import bootstrap, parse, service, wire
+from functions.registry import bootstrap, parse, wire
 from functions.shared import metrics, problems
 
 ROUTES = Map(
@@ -57,15 +56,6 @@ def serve(request: flask.Request) -> flask.Response:
     return handler(request, **args)
 
 
-def _reading() -> dict[str, Any]:
-    """What every read needs: it evicts expired leases and prunes old changes on its way in."""
-    return {
-        "registry": bootstrap.registry(),
-        "clock": bootstrap.now_ms,
-        "retention_seconds": bootstrap.delta_retention_seconds(),
-    }
-
-
 def _answer(request: flask.Request, render: Callable[[bool], tuple[bytes, str]]) -> flask.Response:
     body, content_type = render(wire.wants_json(request.headers.get("Accept")))
     return flask.Response(body, status=200, content_type=content_type)
@@ -76,68 +66,68 @@ def _empty(status: int) -> flask.Response:
 
 
 def applications(request: flask.Request) -> flask.Response:
-    apps = service.full_registry(**_reading())
+    apps = bootstrap.use_cases().full_registry()
     return _answer(request, lambda as_json: wire.applications_body(apps, as_json))
 
 
 def delta(request: flask.Request) -> flask.Response:
-    changes = service.delta(**_reading())
+    changes = bootstrap.use_cases().delta()
     return _answer(request, lambda as_json: wire.applications_body(changes, as_json))
 
 
 def application(request: flask.Request, app: str) -> flask.Response:
     name = parse.app_name(app)
-    instances = service.application(name, **_reading())
+    instances = bootstrap.use_cases().application(name)
     return _answer(request, lambda as_json: wire.application_body(name, instances, as_json))
 
 
 def instance(request: flask.Request, app: str, instance_id: str) -> flask.Response:
     ref = parse.instance_ref(app, instance_id)
-    found = service.instance(ref.instance_id, ref.app, **_reading())
+    found = bootstrap.use_cases().instance(ref.instance_id, ref.app)
     return _answer(request, lambda as_json: wire.instance_body(found, as_json))
 
 
 def instance_by_id(request: flask.Request, instance_id: str) -> flask.Response:
-    found = service.instance(parse.instance_id_of(instance_id), None, **_reading())
+    found = bootstrap.use_cases().instance(parse.instance_id_of(instance_id), None)
     return _answer(request, lambda as_json: wire.instance_body(found, as_json))
 
 
 def vip(request: flask.Request, address: str) -> flask.Response:
-    apps = service.vip(address, False, **_reading())
+    apps = bootstrap.use_cases().vip(address, False)
     return _answer(request, lambda as_json: wire.applications_body(apps, as_json))
 
 
 def secure_vip(request: flask.Request, address: str) -> flask.Response:
-    apps = service.vip(address, True, **_reading())
+    apps = bootstrap.use_cases().vip(address, True)
     return _answer(request, lambda as_json: wire.applications_body(apps, as_json))
 
 
 def register(request: flask.Request, app: str) -> flask.Response:
     cmd = parse.register_command(app, request, bootstrap.lease_seconds())
-    service.register(cmd, registry=bootstrap.registry(), clock=bootstrap.now_ms)
+    bootstrap.use_cases().register(cmd)
     return _empty(204)  # Eureka answers 204; its clients accept any 2xx
 
 
 def renew(request: flask.Request, app: str, instance_id: str) -> flask.Response:
     cmd = parse.renew_command(parse.instance_ref(app, instance_id), request.args)
-    service.renew(cmd, registry=bootstrap.registry(), clock=bootstrap.now_ms)
+    bootstrap.use_cases().renew(cmd)
     return _empty(200)
 
 
 def cancel(request: flask.Request, app: str, instance_id: str) -> flask.Response:
-    service.cancel(parse.instance_ref(app, instance_id), registry=bootstrap.registry(), clock=bootstrap.now_ms)
+    bootstrap.use_cases().cancel(parse.instance_ref(app, instance_id))
     return _empty(200)
 
 
 def override_status(request: flask.Request, app: str, instance_id: str) -> flask.Response:
     cmd = parse.override_command(parse.instance_ref(app, instance_id), request.args)
-    service.override_status(cmd, registry=bootstrap.registry(), clock=bootstrap.now_ms)
+    bootstrap.use_cases().override_status(cmd)
     return _empty(200)
 
 
 def remove_override(request: flask.Request, app: str, instance_id: str) -> flask.Response:
     cmd = parse.remove_override_command(parse.instance_ref(app, instance_id), request.args)
-    service.remove_override(cmd, registry=bootstrap.registry(), clock=bootstrap.now_ms)
+    bootstrap.use_cases().remove_override(cmd)
     return _empty(200)
 
 

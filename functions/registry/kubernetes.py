@@ -18,7 +18,7 @@ from urllib.parse import quote
 import urllib3
 
 from functions.registry.model import KnativeService
-from functions.shared.services import UpstreamUnavailable
+from functions.shared.service_client import UpstreamUnavailable
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 PAGE_SIZE = 500

@@ -4,7 +4,7 @@ import flask
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from functions.registry import bootstrap, endpoints, service
+from functions.registry import bootstrap, endpoints
 from functions.shared import events, web
 
 web.install(bootstrap.dependencies)
@@ -20,14 +20,4 @@ def registry(request: flask.Request) -> flask.Response:
 def registry_sync(event: CloudEvent) -> None:
     """PingSource (every minute): evict expired leases, then list the namespace's Knative Services as instances."""
     events.accept(event, {events.PING})
-    registry_store = bootstrap.registry()
-    service.evict_expired(
-        registry=registry_store, clock=bootstrap.now_ms, retention_seconds=bootstrap.delta_retention_seconds()
-    )
-    service.sync_knative_services(
-        bootstrap.namespace(),
-        services=bootstrap.knative_services(),
-        registry=registry_store,
-        clock=bootstrap.now_ms,
-        lease_seconds=bootstrap.lease_seconds(),
-    )
+    bootstrap.use_cases().sync()

@@ -23,8 +23,8 @@ from functions.registry.model import (
     serves_vip,
 )
 from functions.registry.store import RegistryStore
-from functions.shared import problems
-from functions.shared.services import UpstreamUnavailable
+from functions.shared.errors import Conflict, NotFound, Unavailable
+from functions.shared.service_client import UpstreamUnavailable
 
 Clock = Callable[[], int]  # epoch milliseconds
 log = logging.getLogger("shop.registry")
@@ -36,15 +36,15 @@ RENEW_REFUSALS = {
 }
 
 
-def _not_found(ref: InstanceRef) -> problems.Problem:
-    return problems.not_found(f"no instance {ref.instance_id!r} of {ref.app} is registered")
+def _not_found(ref: InstanceRef) -> NotFound:
+    return NotFound(f"no instance {ref.instance_id!r} of {ref.app} is registered")
 
 
 def register(cmd: Register, *, registry: RegistryStore, clock: Clock) -> Instance:
     try:
         instance = registry.register(cmd, clock())
     except ManagedInstance:
-        raise problems.conflict(
+        raise Conflict(
             f"{cmd.info.app} is a Knative Service listed by registry-sync; register under another application name"
         ) from None
     log.info(
@@ -61,14 +61,14 @@ def renew(cmd: Renew, *, registry: RegistryStore, clock: Clock) -> None:
     """A heartbeat; 404 (the client's cue to register again) unless the lease was renewed."""
     outcome = registry.renew(cmd, clock())
     if outcome is not RenewOutcome.RENEWED:
-        raise problems.not_found(f"{cmd.ref.app}/{cmd.ref.instance_id}: {RENEW_REFUSALS[outcome]}")
+        raise NotFound(f"{cmd.ref.app}/{cmd.ref.instance_id}: {RENEW_REFUSALS[outcome]}")
 
 
 def cancel(ref: InstanceRef, *, registry: RegistryStore, clock: Clock) -> None:
     try:
         gone = registry.cancel(ref, clock())
     except ManagedInstance:
-        raise problems.conflict(
+        raise Conflict(
             f"{ref.instance_id!r} is a Knative Service's entry, kept by registry-sync while the service exists"
         ) from None
     if gone is None:
@@ -127,7 +127,7 @@ def application(app: str, *, registry: RegistryStore, clock: Clock, retention_se
     evict_expired(registry=registry, clock=clock, retention_seconds=retention_seconds)
     instances = registry.application(app)
     if not instances:
-        raise problems.not_found(f"no instance of application {app} is registered")
+        raise NotFound(f"no instance of application {app} is registered")
     return instances
 
 
@@ -137,7 +137,7 @@ def instance(
     evict_expired(registry=registry, clock=clock, retention_seconds=retention_seconds)
     found = registry.instance(instance_id, app)
     if found is None:
-        raise problems.not_found(f"no instance {instance_id!r}" + (f" of {app}" if app else "") + " is registered")
+        raise NotFound(f"no instance {instance_id!r}" + (f" of {app}" if app else "") + " is registered")
     return found
 
 
@@ -167,7 +167,7 @@ def sync_knative_services(
     try:
         listed = services()
     except UpstreamUnavailable as error:
-        raise problems.unavailable(f"cannot list Knative Services: {error.reason}", retry_after=30) from None
+        raise Unavailable(f"cannot list Knative Services: {error.reason}", retry_after=30) from None
     report = registry.sync_knative(namespace, [s for s in listed if s.namespace == namespace], clock(), lease_seconds)
     if report.added or report.modified or report.removed:
         log.info(

@@ -48,6 +48,13 @@ SETTINGS: Mapping[str, str] = {
     "DELTA_RETENTION_SECONDS": "registry: how far back GET /eureka/apps/delta reaches (default 180)",
     "KUBERNETES_API_URL": "registry-sync: Kubernetes API server (default https://kubernetes.default.svc)",
     "K_SERVICE": "service name (set by Knative)",
+    "FUNCTION_TARGET": "the functions-framework target this process serves (each Knative Service names its own)",
+    "FUNCTION_SOURCE": "the file holding the target (default main.py)",
+    "FUNCTION_SIGNATURE_TYPE": "http or cloudevent (default http)",
+    "PORT": "port to listen on (set by Knative; default 8080)",
+    "HOST": "address to listen on (default 0.0.0.0; the local runtime uses 127.0.0.1)",
+    "THREADS": "gunicorn threads, as many as containerConcurrency lets in (default 8)",
+    "GUNICORN_LOG_LEVEL": "gunicorn's own log level (default warning)",
     "FLAGD_OFFLINE_FLAG_SOURCE_PATH": "the fault flags file (flagd format) read at run time; unset: every flag off",
     "SHOP_FAULTS": "fault injection for resilience tests: after-reserve, delay:<seconds> (never in production)",
 }

@@ -65,11 +65,17 @@ def _flag_client() -> Any:
             from openfeature import api
             from openfeature.contrib.provider.flagd import FlagdProvider
             from openfeature.contrib.provider.flagd.config import ResolverType
+            from openfeature.exception import OpenFeatureError
 
             started = time.perf_counter()
-            api.set_provider(
-                FlagdProvider(resolver_type=ResolverType.FILE, offline_flag_source_path=path, deadline_ms=POLL_MS)
+            provider = FlagdProvider(
+                resolver_type=ResolverType.FILE, offline_flag_source_path=path, deadline_ms=POLL_MS
             )
+            try:
+                # Waits for the file's first read: a flag read before it would answer its default (off).
+                api.set_provider_and_wait(provider)
+            except OpenFeatureError as error:  # no file (yet): every flag off until the provider reads one
+                log.warning("fault flags file %s not readable (%s): every flag off until it is", path, error)
             _client, _path = api.get_client("shop"), path
             log.info("fault flags read from %s (set up in %.0f ms)", path, (time.perf_counter() - started) * 1000)
     return _client

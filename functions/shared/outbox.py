@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from cloudevents.http import CloudEvent
 
-from functions.shared import events, metrics
+from functions.shared import events, health, metrics
 from functions.shared.config import config
 
 if TYPE_CHECKING:
@@ -104,5 +104,9 @@ class FastPathRelay:
                 self._relay()
                 retry_in = None
             except Exception as error:  # noqa: BLE001 - rows stay unsent; this thread or the sweep retries
+                if health.outage(error) is None:  # not an outage (a setting missing, say): only the sweep retries
+                    retry_in = None
+                    log.warning("fast-path relay failed, the sweep will retry: %s", error)
+                    continue
                 retry_in = min(2 * retry_in if retry_in else 1.0, RETRY_CAP_SECONDS)
                 log.warning("fast-path relay failed, trying again in %.0f s: %s", retry_in, error)

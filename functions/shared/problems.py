@@ -6,20 +6,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from functions.shared.errors import (
+    Conflict,
+    DomainError,
+    FieldError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    PreconditionFailed,
+    Refused,
+    Rejected,
+    Unavailable,
+    UpstreamFailed,
+)
+
 PROBLEM_JSON = "application/problem+json"
 # Problem type URIs are relative references (RFC 9457 §3.1.1), resolved against the API's base.
 TYPE_BASE = "/problems/"
-
-
-@dataclass(frozen=True)
-class FieldError:
-    """One invalid input: `field` is a JSON pointer into the body or a query parameter name."""
-
-    field: str
-    message: str
-
-    def as_json(self) -> dict[str, str]:
-        return {"field": self.field, "message": self.message}
 
 
 @dataclass
@@ -90,4 +93,37 @@ def unavailable(detail: str, retry_after: int = 5) -> Problem:
         detail,
         "unavailable",
         headers={"Retry-After": str(retry_after)},
+    )
+
+
+# How each kind of domain error is answered: its status and title (an error class may name its own title).
+DOMAIN_STATUS: Mapping[type[DomainError], tuple[int, str]] = {
+    Invalid: (400, "Invalid request"),
+    Forbidden: (403, "Forbidden"),
+    NotFound: (404, "Not found"),
+    Conflict: (409, "Conflict"),
+    PreconditionFailed: (412, "Precondition failed"),
+    Rejected: (422, "Unprocessable request"),
+    UpstreamFailed: (502, "Bad gateway"),
+    Unavailable: (503, "Service unavailable"),
+}
+
+
+def from_domain(error: DomainError) -> Problem:
+    """The problem+json answer to a domain error: the one place a service's error becomes HTTP."""
+    headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else {}
+    if isinstance(error, Refused):
+        status, title, slug = error.status, error.relayed_title, error.relayed_slug
+    else:
+        kind = next((k for k in type(error).__mro__ if k in DOMAIN_STATUS), None)
+        status, title = DOMAIN_STATUS[kind] if kind is not None else (500, "Internal error")
+        title, slug = error.title or title, error.slug
+    return Problem(
+        status,
+        title,
+        error.detail,
+        slug,
+        errors=error.errors,
+        headers=headers,
+        extensions=error.extensions,
     )

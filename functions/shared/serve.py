@@ -8,12 +8,13 @@ count that follows the Knative containerConcurrency.
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
 import functions_framework
 import gunicorn.app.base
+
+from functions.shared.config import config
 
 
 class FunctionServer(gunicorn.app.base.BaseApplication):
@@ -31,20 +32,21 @@ class FunctionServer(gunicorn.app.base.BaseApplication):
 
 
 def main() -> None:
-    target = os.environ.get("FUNCTION_TARGET")
+    settings = config()
+    target = settings.optional("FUNCTION_TARGET", "")
     if not target:
         sys.exit("missing required setting FUNCTION_TARGET: the function to serve")
-    source = os.environ.get("FUNCTION_SOURCE", "main.py")
-    signature = os.environ.get("FUNCTION_SIGNATURE_TYPE", "http")
+    source = settings.optional("FUNCTION_SOURCE", "main.py")
+    signature = settings.optional("FUNCTION_SIGNATURE_TYPE", "http")
     app = functions_framework.create_app(target, source, signature)
     options = {
-        "bind": f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8080')}",
+        "bind": f"{settings.optional('HOST', '0.0.0.0')}:{settings.optional('PORT', '8080')}",
         "workers": 1,
-        "threads": int(os.environ.get("THREADS", "8")),
+        "threads": settings.integer("THREADS", 8),
         "timeout": 0,
         "graceful_timeout": 10,
         "keepalive": 30,
-        "loglevel": os.environ.get("GUNICORN_LOG_LEVEL", "warning"),
+        "loglevel": settings.optional("GUNICORN_LOG_LEVEL", "warning"),
         "control_socket_disable": True,
     }
     FunctionServer(app, options).run()

@@ -9,27 +9,29 @@ from contextlib import contextmanager
 from opentelemetry import context, propagate, trace
 from opentelemetry.context import Context
 
+from functions.shared.config import Config, config
+
 _configured = False
 
 
-def enabled() -> bool:
+def enabled(settings: Config) -> bool:
     """Tracing is on when an OTLP endpoint (or a traces exporter) is configured, the standard way,
     and OTEL_SDK_DISABLED is not true. Off, no span is made and requests pay nothing for it."""
-    if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+    if settings.optional("OTEL_SDK_DISABLED", "").lower() == "true":
         return False
     return bool(
-        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        or os.environ.get("OTEL_TRACES_EXPORTER", "none") not in ("", "none")
+        settings.optional("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+        or settings.optional("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
+        or settings.optional("OTEL_TRACES_EXPORTER", "none") != "none"
     )
 
 
-def configure_tracing(service: str) -> bool:
+def configure_tracing(service: str, settings: Config | None = None) -> bool:
     """Installs an SDK tracer provider exporting over OTLP, when enabled(); returns whether it did."""
     global _configured
     if _configured:
         return True
-    if not enabled():
+    if not enabled(settings or config()):
         return False
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
@@ -46,11 +48,13 @@ def configure_tracing(service: str) -> bool:
 
 def configure(service: str, environ: Mapping[str, str] | None = None) -> bool:
     """configure_tracing for a process whose OTEL_* settings live in `environ` (the local runtime)."""
-    if environ is not None:
-        for name, value in environ.items():
-            if name.startswith("OTEL_"):
-                os.environ.setdefault(name, value)
-    return configure_tracing(service)
+    if environ is None:
+        return configure_tracing(service)
+    otel = {name: value for name, value in environ.items() if name.startswith("OTEL_")}
+    # The SDK's exporter reads its own settings from the process environment.
+    for name, value in otel.items():
+        os.environ.setdefault(name, value)
+    return configure_tracing(service, Config({**otel, **config().environ}))
 
 
 def tracer(name: str) -> trace.Tracer:

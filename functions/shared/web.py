@@ -14,7 +14,7 @@ from cloudevents import exceptions as cloud_exceptions
 from cloudevents.http import CloudEvent, from_http
 from werkzeug.exceptions import HTTPException
 
-from functions.shared import events, faults, health, metrics, problems, tracing
+from functions.shared import errors, events, faults, health, metrics, problems, tracing
 from functions.shared.config import ConfigError, config
 from functions.shared.logs import configure_logging
 
@@ -49,6 +49,7 @@ def install(dependencies: health.Dependencies | None = None) -> None:
     # BodyLimit sees Content-Length; this bounds a chunked body as it is read (413 past the limit).
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.register_error_handler(problems.Problem, _problem_response)
+    app.register_error_handler(errors.DomainError, _domain_error_response)
     app.register_error_handler(HTTPException, _http_error_response)
     app.register_error_handler(ConfigError, _config_error_response)
     app.register_error_handler(RecursionError, _too_deep_response)
@@ -166,6 +167,10 @@ def _problem_response(error: problems.Problem) -> flask.Response:
     if error.status >= 500:
         log.warning("request failed: %s", error)
     return problem(error)
+
+
+def _domain_error_response(error: errors.DomainError) -> flask.Response:
+    return _problem_response(problems.from_domain(error))
 
 
 def _http_error_response(error: HTTPException) -> flask.Response:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from functions.shared import migrate
+from functions import migrate
 from local import manifests
 
 from . import crd, strict, tooling
@@ -383,6 +383,16 @@ def test_a_migrate_job_per_domain_runs_the_functions_image_with_its_domains_secr
         if domain != "catalog":
             assert {"name": "SCHEMA_DOMAIN", "value": domain} in box["env"], name
         assert job["spec"]["ttlSecondsAfterFinished"] > 0 and spec["restartPolicy"] == "Never"
+
+
+def test_the_migrate_jobs_import_what_the_image_holds() -> None:
+    for job in of_kind(render("migrate"), "Job"):
+        (box,) = job["spec"]["template"]["spec"]["containers"]
+        assert box["command"][:2] == ["python", "-c"], job["metadata"]["name"]
+        script = box["command"][2]
+        compile(script, job["metadata"]["name"], "exec")
+        imports = [line for line in script.splitlines() if line.startswith(("import ", "from "))]
+        exec("\n".join(imports), {})  # the Job's own import lines: they must name modules that exist
 
 
 def test_every_image_of_the_functions_is_retagged_by_the_overlay() -> None:

@@ -38,11 +38,14 @@ def test_events_the_killed_broker_had_not_delivered_still_reach_their_subscriber
         )
         assert stored.status_code == 202, stored.text
         assert not shop.mails_about(behind[0]), "the Trigger was expected to lag behind"
-        replays_before = len(stack.replays)
+        replays_before = len(stack.eventing.replay.reports)
         pid = stack.kafka.pid
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
-        replay = eventually(lambda: len(stack.replays) > replays_before and stack.replays[-1], timeout=60)
+        replay = eventually(
+            lambda: len(stack.eventing.replay.reports) > replays_before and stack.eventing.replay.reports[-1],
+            timeout=60,
+        )
     finally:
         stack.set_env("notification-send", SHOP_FAULTS="")
     assert replay["outboxEvents"]["orders"] >= len(behind), replay

@@ -35,7 +35,7 @@ def test_inventory_down_answers_503_writes_nothing_and_the_circuit_closes_after_
     finally:
         shop.stack.suspend("inventory-reserve", False)
     assert shop.available(sku) == 5
-    # The breaker half-opens after its 5 s and the first successful call closes it.
+    # The breaker half-opens after its 5 s; the first successful trial call is placed, three close it.
     placed = eventually(lambda: (r := shop.order(who, (sku, 1))).status_code == 201 and r, timeout=30, interval=1)
     assert placed.json()["status"] == "PLACED"
     assert shop.available(sku) == 4

@@ -16,7 +16,8 @@ import yaml
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent, from_http
 
-from local import eventing
+from local import manifests
+from local.eventing import Eventing
 from tests.conftest import eventually
 
 
@@ -27,7 +28,7 @@ class Answer:
     body: bytes = b""
 
 
-def topology(folder: Path, namespace: str) -> eventing.Topology:
+def topology(folder: Path, namespace: str) -> manifests.Topology:
     """A Broker with two Triggers: `asker` replies to com.example.ask, `catcher` takes com.example.answer."""
     delivery = {"retry": 2, "backoffPolicy": "exponential", "backoffDelay": "PT0.1S"}
     documents = [
@@ -53,7 +54,7 @@ def topology(folder: Path, namespace: str) -> eventing.Topology:
     ]
     path = folder / "replies.yaml"
     path.write_text(yaml.safe_dump_all(documents))
-    return eventing.load([path])
+    return manifests.topology([path])
 
 
 @pytest.fixture
@@ -72,7 +73,7 @@ def test_a_subscribers_reply_goes_back_into_the_broker(
     namespace = f"replies-{uuid.uuid4().hex[:8]}"
     caught: list[CloudEvent] = []
 
-    async def send(destination: eventing.Destination, headers: dict[str, str], body: bytes, _: float) -> Any:
+    async def send(destination: manifests.Destination, headers: dict[str, str], body: bytes, _: float) -> Any:
         event = from_http(headers, body)
         if destination.uri.startswith("http://asker."):
             reply = CloudEvent(
@@ -83,7 +84,7 @@ def test_a_subscribers_reply_goes_back_into_the_broker(
         caught.append(event)
         return Answer(202)
 
-    runtime = eventing.Eventing(topology(tmp_path, namespace), stack.kafka_bootstrap, loop, send)
+    runtime = Eventing(topology(tmp_path, namespace), stack.kafka_bootstrap, loop, send)
 
     def run(coroutine: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, loop).result(60)

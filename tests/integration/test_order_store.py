@@ -27,7 +27,7 @@ from functions.orders.model import (
 )
 from functions.orders.store import PostgresOrderStore
 from functions.shared import events
-from functions.shared.problems import Problem
+from functions.shared.problems import from_domain
 
 
 def an_order(customer: Customer) -> Order:
@@ -113,7 +113,7 @@ def test_the_overtaken_request_answers_409_and_gives_its_stock_back(stack: Any) 
         commit(store, taken_over, key)
 
     inventory = StallingInventory(presumed_dead_and_overtaken)
-    with pytest.raises(Problem) as caught:
+    with pytest.raises(KeyInFlight) as caught:
         service.place_order(
             cmd,
             orders=store,
@@ -123,7 +123,8 @@ def test_the_overtaken_request_answers_409_and_gives_its_stock_back(stack: Any) 
             new_order_number=lambda: next(numbers),
             after_commit=lambda: None,
         )
-    assert caught.value.status == 409 and caught.value.headers["Retry-After"] == "1"
+    answer = from_domain(caught.value)
+    assert answer.status == 409 and answer.headers["Retry-After"] == "1"
     assert caught.value.slug == "idempotency-key-in-flight"
     assert inventory.released == inventory.held  # the late request's hold is given back at once
     assert sql(url, "SELECT order_number FROM orders WHERE customer_id = %s", customer.id) == [

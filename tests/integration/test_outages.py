@@ -18,7 +18,7 @@ from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 from flask.testing import FlaskClient
 
-from functions.shared import migrate
+from functions import migrate
 from local.servers import EmbeddedPostgres, free_port
 from tests.conftest import EVENTS_DIR, People, eventually, problem_of
 

@@ -10,10 +10,10 @@ import pytest
 
 from functions.catalog import parse, service
 from functions.catalog.model import CreateProduct, ProductQuery
-from functions.catalog.store import InMemoryProductStore
 from functions.shared import events
 from functions.shared.problems import Problem
 from local import seed
+from tests.unit.fakes import InMemoryProductStore
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parents[2]

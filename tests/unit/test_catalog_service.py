@@ -1,4 +1,4 @@
-"""Catalog use cases on the in-memory store: versions, preconditions and the events they queue."""
+"""Catalog use cases on the in-memory fake store: versions, preconditions and the events they queue."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 
 from functions.catalog import service
 from functions.catalog.model import CreateProduct, ProductQuery, UpdateProduct
-from functions.catalog.store import InMemoryProductStore
 from functions.shared import events
-from functions.shared.problems import Problem
+from functions.shared.errors import Conflict, PreconditionFailed
+from tests.unit.fakes import InMemoryProductStore
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -35,14 +35,14 @@ def test_a_duplicate_sku_is_a_409_and_nothing_is_committed() -> None:
     store = InMemoryProductStore()
     create(store)
     commits: list[str] = []
-    with pytest.raises(Problem) as caught:
+    with pytest.raises(Conflict):
         service.create_product(
             CreateProduct("pixel_8", "Again", "phones", Decimal("1.00")),
             products=store,
             clock=lambda: NOW,
             after_commit=lambda: commits.append("x"),
         )
-    assert caught.value.status == 409 and commits == [] and len(store.events) == 1
+    assert commits == [] and len(store.events) == 1
 
 
 def test_update_emits_only_real_changes_and_honours_if_match() -> None:
@@ -53,14 +53,13 @@ def test_update_emits_only_real_changes_and_honours_if_match() -> None:
     assert product.version == 2 and store.events[-1].get_data()["changed"] == ["price"]
     unchanged = service.update_product(update, products=store, clock=lambda: NOW, after_commit=lambda: None)
     assert unchanged.version == 2 and len(store.events) == 2
-    with pytest.raises(Problem) as caught:
+    with pytest.raises(PreconditionFailed):
         service.update_product(
             UpdateProduct("pixel_8", {"active": False}, if_match='"v1"'),
             products=store,
             clock=lambda: NOW,
             after_commit=lambda: None,
         )
-    assert caught.value.status == 412
 
 
 def test_search_hides_inactive_products_unless_asked() -> None:

@@ -7,8 +7,9 @@ import time
 import pytest
 
 from functions.shared.problems import Problem
-from gateway.resilience import RateLimiter, WindowBreaker
-from gateway.routing import BreakerPolicy, RatePolicy, RouteTable
+from functions.shared.resilience import BreakerPolicy, WindowBreaker
+from gateway.rate_limit import RateLimiter
+from gateway.routing import RatePolicy, RouteTable
 
 
 @pytest.fixture(scope="module")

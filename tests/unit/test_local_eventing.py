@@ -7,8 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from cloudevents.http import CloudEvent
 
-from local.eventing import DeliverySpec, Destination, Trigger, dialect_matches, iso_seconds, next_fire
-from local.manifests import seconds
+from local.manifests import DeliverySpec, Destination, Trigger, dialect_matches, iso_seconds, next_fire, seconds
 
 
 @pytest.mark.parametrize(("text", "value"), [("PT0.2S", 0.2), ("PT1M", 60), ("PT1H30M", 5400), ("P1D", 86400)])

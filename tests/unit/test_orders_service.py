@@ -24,9 +24,11 @@ from functions.orders.model import (
     PricedProduct,
     RequestedLine,
     StoredResponse,
+    UnknownProducts,
 )
-from functions.shared.problems import Problem
-from functions.shared.services import UpstreamUnavailable
+from functions.shared.errors import Refused, Unavailable
+from functions.shared.problems import from_domain
+from functions.shared.service_client import UpstreamUnavailable
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 ADA = Customer("u-ada", "ada@example.com", "Ada", "Lovelace")
@@ -45,9 +47,9 @@ class FakeOrders:
             self.keys[(customer_id, key)] = (request_hash, None)
             return None
         if existing[0] != request_hash:
-            raise KeyInUse(key)
+            raise KeyInUse()
         if existing[1] is None:
-            raise KeyInFlight(key)
+            raise KeyInFlight()
         return existing[1]
 
     def release_key(self, customer_id: str, key: str) -> None:
@@ -146,26 +148,26 @@ def test_a_failed_commit_releases_the_reservation() -> None:
 def test_an_unclear_reservation_failure_is_compensated_and_answered_503() -> None:
     orders = FakeOrders()
     inventory = FakeInventory(reserve_error=UpstreamUnavailable("inventory-reserve", "read timeout"))
-    with pytest.raises(Problem) as caught:
+    with pytest.raises(Unavailable) as caught:
         place(PlaceOrder(ADA, (RequestedLine("pixel_8", 1),)), orders, inventory)
-    assert caught.value.status == 503 and caught.value.headers["Retry-After"]
+    assert caught.value.retry_after
     assert inventory.released == ["ORD-UNIT-0001"] and orders.orders == {}
 
 
 def test_unknown_or_inactive_products_are_422_naming_each_line() -> None:
-    with pytest.raises(Problem) as caught:
+    with pytest.raises(UnknownProducts) as caught:
         place(
             PlaceOrder(ADA, (RequestedLine("nope_x", 1), RequestedLine("old_phone", 1))), FakeOrders(), FakeInventory()
         )
-    assert caught.value.status == 422
+    assert from_domain(caught.value).status == 422
     assert [e.field for e in caught.value.errors] == ["/items/0/skuCode", "/items/1/skuCode"]
 
 
 def test_catalog_down_means_503_and_no_reservation() -> None:
     inventory = FakeInventory()
-    with pytest.raises(Problem) as caught:
+    with pytest.raises(Unavailable):
         place(PlaceOrder(ADA, (RequestedLine("pixel_8", 1),)), FakeOrders(), inventory, FakeCatalog(CATALOG, down=True))
-    assert caught.value.status == 503 and inventory.held == {}
+    assert inventory.held == {}
 
 
 def test_an_idempotency_key_replays_and_refuses_another_body() -> None:
@@ -174,16 +176,16 @@ def test_an_idempotency_key_replays_and_refuses_another_body() -> None:
     first = place(cmd, orders, inventory)
     again = place(cmd, orders, inventory)
     assert again.replayed and again.body == first.body and len(orders.orders) == 1
-    with pytest.raises(Problem) as caught:
+    with pytest.raises(KeyInUse) as caught:
         place(PlaceOrder(ADA, (RequestedLine("pixel_8", 2),), idempotency_key="key-00000001"), orders, inventory)
-    assert caught.value.status == 422
+    assert from_domain(caught.value).status == 422
 
 
 def test_a_failed_attempt_frees_its_idempotency_key_for_a_retry() -> None:
     orders = FakeOrders()
-    failing = FakeInventory(reserve_error=Problem(409, "Insufficient stock", "short", "insufficient-stock"))
+    failing = FakeInventory(reserve_error=Refused(409, "Insufficient stock", "short", "insufficient-stock"))
     cmd = PlaceOrder(ADA, (RequestedLine("pixel_8", 1),), idempotency_key="key-00000002")
-    with pytest.raises(Problem):
+    with pytest.raises(Refused):
         place(cmd, orders, failing)
     assert orders.keys == {}
     assert not place(cmd, orders, FakeInventory()).replayed

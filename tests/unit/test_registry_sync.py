@@ -14,8 +14,9 @@ import urllib3
 from functions.registry import service
 from functions.registry.kubernetes import KnativeServiceLister, knative_services
 from functions.registry.model import KnativeService, SyncReport
-from functions.shared.problems import Problem
-from functions.shared.services import UpstreamUnavailable
+from functions.shared.errors import Unavailable
+from functions.shared.problems import from_domain
+from functions.shared.service_client import UpstreamUnavailable
 
 
 def item(name: Any, **status: Any) -> dict[str, Any]:
@@ -125,7 +126,7 @@ def test_an_api_outage_leaves_the_registry_alone_and_answers_503() -> None:
     def unavailable() -> list[KnativeService]:
         raise UpstreamUnavailable("kubernetes", "answered 500")
 
-    with pytest.raises(Problem) as raised:
+    with pytest.raises(Unavailable) as raised:
         service.sync_knative_services(
             "shop",
             services=unavailable,
@@ -133,7 +134,7 @@ def test_an_api_outage_leaves_the_registry_alone_and_answers_503() -> None:
             clock=lambda: 0,
             lease_seconds=90,  # type: ignore[arg-type]
         )
-    assert raised.value.status == 503 and "answered 500" in raised.value.detail
+    assert from_domain(raised.value).status == 503 and "answered 500" in raised.value.detail
     assert registry.synced == []
 
 

@@ -1,4 +1,4 @@
-"""The local SMTP server, a process of its own: `python -m local.smtp --port N --mail-dir DIR`.
+"""The local SMTP server, a process of its own: `python -m local.servers.smtpd --port N --mail-dir DIR`.
 
 Every message it accepts is saved as a .eml file in the mail folder. It can be told to refuse
 mail for a while, as a real server does when its disk is full or it is being restarted: the
@@ -125,7 +125,7 @@ async def serve(host: str, port: int, mail_dir: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m local.smtp", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m local.servers.smtpd", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--mail-dir", type=Path, required=True)

@@ -17,6 +17,8 @@ from typing import Any
 from aiohttp import web
 from cloudevents.http import CloudEvent
 
+from local.serving import problem
+
 PATH = "/_local/events"
 KEEP = 200
 
@@ -70,7 +72,5 @@ class EventFlow:
     async def _list(self, request: web.Request) -> web.Response:
         raw = request.query.get("limit", "50")
         if not raw.isdigit() or not 1 <= int(raw) <= self.keep:
-            detail = f"limit must be between 1 and {self.keep}, got {raw!r}"
-            body = {"type": "/problems/invalid-request", "title": "Invalid request", "status": 400, "detail": detail}
-            return web.json_response(body, status=400, content_type="application/problem+json")
+            return problem(400, "Invalid request", f"limit must be between 1 and {self.keep}, got {raw!r}")
         return web.json_response({"events": self.recent(int(raw))}, headers={"Cache-Control": "no-store"})

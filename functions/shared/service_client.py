@@ -1,4 +1,4 @@
-"""Calls from one function to another Knative Service: timeouts, retries for idempotent calls, a circuit breaker.
+"""An HTTP client for other functions (Knative Services): timeouts, retries for idempotent calls, a circuit breaker.
 
 A service is addressed by name: `http://<name>.<namespace>.svc.cluster.local`. In a
 cluster that is a DNS name; locally, SERVICE_INGRESS_URL is set and the request goes
@@ -8,7 +8,6 @@ to the local ingress with that name in the Host header, as Knative's ingress rou
 from __future__ import annotations
 
 import json
-import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,11 +15,17 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import urllib3
-from circuitbreaker import CircuitBreaker
 from opentelemetry.trace import SpanKind
 
 from functions.shared import metrics, tracing, web
 from functions.shared.config import config
+from functions.shared.resilience import (
+    IDEMPOTENT_RETRIES,
+    TIMEOUT_SECONDS,
+    BreakerPolicy,
+    WindowBreaker,
+    pause_before_retry,
+)
 
 _pool = urllib3.PoolManager(num_pools=16, maxsize=32, retries=False)
 
@@ -60,24 +65,15 @@ class ServiceClient:
         self,
         service: str,
         *,
-        timeout: float = 3.0,
-        retries: int = 3,
-        failure_threshold: int = 5,
-        recovery_timeout: float = 5.0,
+        timeout: float = TIMEOUT_SECONDS,
+        retries: int = IDEMPOTENT_RETRIES,
+        breaker: BreakerPolicy | None = None,
     ) -> None:
         self.service = service
         self.timeout = timeout
         self.retries = retries
-        self.breaker = CircuitBreaker(
-            failure_threshold=failure_threshold,
-            recovery_timeout=recovery_timeout,
-            expected_exception=UpstreamUnavailable,
-            name=service,
-        )
-        breaker = self.breaker
-        metrics.UPSTREAM_CIRCUIT_STATE.labels(service).set_function(
-            lambda: {"closed": 0, "half_open": 1, "open": 2}[breaker.state]
-        )
+        self.breaker = WindowBreaker(service, breaker)
+        self.breaker.publish_state(metrics.UPSTREAM_CIRCUIT_STATE)
 
     def call(
         self,
@@ -91,12 +87,20 @@ class ServiceClient:
         """One logical call within `timeout` seconds in all; 4xx answers are returned, not raised.
 
         Only an idempotent call is retried (with backoff and jitter): retrying anything
-        else could do the work twice.
+        else could do the work twice. The breaker counts the logical call, not each attempt.
         """
-        if self.breaker.opened:
-            raise UpstreamUnavailable(self.service, "circuit open", max(1, int(self.breaker.open_remaining) + 1))
-        with self.breaker:
-            return self._attempts(method, path, body, headers or {}, idempotent)
+        if not self.breaker.allow():
+            raise UpstreamUnavailable(self.service, "circuit open", self.breaker.retry_after())
+        try:
+            reply = self._attempts(method, path, body, headers or {}, idempotent)
+        except UpstreamUnavailable:
+            self.breaker.record(False)
+            raise
+        except Exception:
+            self.breaker.record(True)  # our own error (say, a body that is not JSON), not the service's
+            raise
+        self.breaker.record(True)
+        return reply
 
     def _attempts(self, method: str, path: str, body: Any, headers: Mapping[str, str], idempotent: bool) -> Reply:
         deadline = time.monotonic() + self.timeout
@@ -115,8 +119,7 @@ class ServiceClient:
                     return reply
                 reason = f"answered {reply.status}"
             if attempt + 1 < attempts:
-                backoff = min(0.1 * 2**attempt, 1.0) * random.uniform(0.5, 1.0)
-                time.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
+                pause_before_retry(attempt, deadline)
         raise UpstreamUnavailable(self.service, reason)
 
     def _send(self, method: str, path: str, body: Any, headers: Mapping[str, str], timeout: float) -> Reply:

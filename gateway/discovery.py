@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from functions.shared import problems
-from functions.shared.services import Reply, send, service_host
+from functions.shared.service_client import Reply, send, service_host
 from gateway.routing import Route
 
 EUREKA_PREFIX = "eureka:"

@@ -1,7 +1,8 @@
-"""Schema migration: one PostgreSQL database per domain folder with a schema.sql, plus catalog indexes.
+"""Schema migration at deployment: one PostgreSQL database per area with a schema.sql, plus the catalog's indexes.
 
-Run by `task migrate` against external servers and by the local runtime against the
-embedded ones; never at a function's cold start.
+Run by `task migrate` against external servers, by the local runtime against the embedded
+ones and by the migrate Jobs in a cluster; never at a function's cold start. It knows every
+area, so it lives beside them rather than in the shared plumbing they all use.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
+from functions.catalog.store import MongoProductStore
 from functions.shared import db, mongo
 
-FUNCTIONS_DIR = Path(__file__).resolve().parents[1]
-SHARED_SCHEMA = Path(__file__).with_name("schema.sql")
+FUNCTIONS_DIR = Path(__file__).resolve().parent
+SHARED_SCHEMA = FUNCTIONS_DIR / "shared" / "schema.sql"
 log = logging.getLogger("shop.migrate")
 
 
@@ -49,8 +51,6 @@ def migrate_postgres(server_url: str) -> dict[str, str]:
 
 
 def migrate_mongo(uri: str) -> None:
-    from functions.catalog.store import MongoProductStore
-
     MongoProductStore(mongo.client(uri)).ensure_indexes()
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import random
 import re
 import threading
 import time
@@ -25,12 +24,13 @@ import urllib3
 from prometheus_client import Counter, Gauge, Histogram
 
 from functions.shared import identity, metrics, problems, web
-from functions.shared.services import Reply, send
+from functions.shared.resilience import WindowBreaker, pause_before_retry
+from functions.shared.service_client import Reply, send
 from gateway import openapi
 from gateway.auth import JwtVerifier
-from gateway.resilience import RateLimiter, WindowBreaker
+from gateway.discovery import Target, Upstreams
+from gateway.rate_limit import RateLimiter
 from gateway.routing import Route, RouteTable
-from gateway.upstreams import Target, Upstreams
 
 log = logging.getLogger("shop.gateway")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -88,7 +88,7 @@ class Gateway:
             found = self.breakers.get(key)
             if found is None:
                 found = self.breakers[key] = WindowBreaker(key, route.breaker)
-                CIRCUIT_STATE.labels(key).set_function(lambda: found.state_value)
+                found.publish_state(CIRCUIT_STATE)
             return found
 
     # --- the pipeline ----------------------------------------------------------------------
@@ -194,7 +194,7 @@ class Gateway:
             if not breaker.allow():
                 continue
             if tried:
-                time.sleep(min(0.1 * 2 ** (tried - 1), 1.0) * random.uniform(0.5, 1.0))
+                pause_before_retry(tried - 1)
             tried += 1
             reply, failure = self._attempt(route, target, breaker, method, path_qs, headers, body)
             if reply is not None and reply.status not in RETRYABLE_STATUSES:

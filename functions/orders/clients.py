@@ -1,4 +1,4 @@
-"""What order placement needs from other services: catalog prices and inventory reservations."""
+"""order-place's clients of other services: catalog prices (product-get) and stock (inventory-reserve/-release)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from decimal import Decimal
 from typing import Protocol
 
 from functions.orders.model import PricedProduct, RequestedLine
-from functions.shared import problems
-from functions.shared.services import Reply, ServiceClient, UpstreamUnavailable
+from functions.shared.errors import FieldError, Refused
+from functions.shared.service_client import Reply, ServiceClient, UpstreamUnavailable
 
 
 class Catalog(Protocol):
@@ -18,7 +18,7 @@ class Catalog(Protocol):
 
 class Inventory(Protocol):
     def reserve(self, order_number: str, lines: tuple[RequestedLine, ...]) -> None:
-        """Holds every line or raises a Problem (409 short, 422 unknown) or UpstreamUnavailable."""
+        """Holds every line, or raises Refused (409 short, 422 unknown) or UpstreamUnavailable."""
 
     def release(self, order_number: str) -> None:
         """Gives the order's stock back (compensation); idempotent."""
@@ -54,7 +54,7 @@ class HttpInventory:
         reply = self.reserve_client.call("POST", "/reservations", body=body, headers=self.headers, idempotent=True)
         if reply.status in (200, 201):
             return
-        raise _problem_from(reply)
+        raise _refusal(reply)
 
     def release(self, order_number: str) -> None:
         reply = self.release_client.call(
@@ -64,20 +64,15 @@ class HttpInventory:
             raise UpstreamUnavailable(self.release_client.service, f"release answered {reply.status}")
 
 
-def _problem_from(reply: Reply) -> problems.Problem:
-    """Passes an upstream 4xx problem on to our caller (its detail is about their request)."""
+def _refusal(reply: Reply) -> Refused:
+    """An upstream 4xx problem, passed on to our caller (its detail is about their request)."""
     try:
         body = reply.json() or {}
     except ValueError:
         body = {}
     extensions = {k: v for k, v in body.items() if k not in ("type", "title", "status", "detail", "instance", "errors")}
-    errors = [problems.FieldError(e["field"], e["message"]) for e in body.get("errors", []) if "field" in e]
+    errors = [FieldError(e["field"], e["message"]) for e in body.get("errors", []) if "field" in e]
     slug = str(body.get("type", "/problems/upstream")).rsplit("/", 1)[-1]
-    return problems.Problem(
-        reply.status,
-        body.get("title", "Inventory refused"),
-        body.get("detail", ""),
-        slug,
-        errors,
-        extensions=extensions,
+    return Refused(
+        reply.status, body.get("title", "Inventory refused"), body.get("detail", ""), slug, errors=errors, **extensions
     )

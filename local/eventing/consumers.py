@@ -1,0 +1,165 @@
+"""A Trigger's or KafkaSource's consumer group member: polls in its own thread, settles each batch, then commits.
+
+It also notes when its group last had nothing left to read, which is how the runtime knows how
+far back to send events again after the in-memory broker restarts (local.eventing.replay).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from functions.shared import kafka as shop_kafka
+from local.metrics import CONSUMER_LAG
+
+log = logging.getLogger("local.eventing")
+LAG_INTERVAL_SECONDS = 2.0
+# Ten minutes of "caught up" moments at one per LAG_INTERVAL_SECONDS.
+CAUGHT_UP_HISTORY = 300
+
+
+class ConsumerLoop(threading.Thread):
+    """A consumer group member polling in its own thread; each batch is settled before commit."""
+
+    def __init__(
+        self,
+        name: str,
+        bootstrap: str,
+        group: str,
+        topics: Sequence[str],
+        settle: Callable[[list[Message]], None],
+        initial_offset: str = "earliest",
+    ) -> None:
+        super().__init__(name=f"consumer-{name}", daemon=True)
+        self.group = group
+        self.topics = list(topics)
+        self.settle = settle
+        self.stopping = threading.Event()
+        self.assigned = threading.Event()
+        self.from_the_start = threading.Event()
+        self._lag_measured = 0.0
+        # Wall-clock times at which this group was seen to have settled every record its topics
+        # held (lag 0 on every partition): what the broker-restart replay starts from.
+        self.caught_up: deque[float] = deque(maxlen=CAUGHT_UP_HISTORY)
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": group,
+                "enable.auto.commit": False,
+                "auto.offset.reset": initial_offset,
+                "session.timeout.ms": 6000,
+                "heartbeat.interval.ms": 1000,
+                "fetch.wait.max.ms": 20,
+                "topic.metadata.refresh.interval.ms": 2000,
+                "allow.auto.create.topics": False,
+                # A restarted broker is found again within a second, not librdkafka's default 10 s.
+                "reconnect.backoff.max.ms": 1000,
+                "logger": shop_kafka.client_logger(f"trigger.{name}"),
+            }
+        )
+
+    def run(self) -> None:
+        self.consumer.subscribe(self.topics, on_assign=lambda *_: self.assigned.set())
+        try:
+            while not self.stopping.is_set():
+                self._round()
+        finally:
+            self.consumer.close()
+
+    def _measure_lag(self) -> None:
+        """Records behind the end of each topic, measured between polls in this consumer's own thread.
+
+        Between polls every record polled so far is settled, so a position at the end of every
+        partition (the end asked of the broker now, not a cached one) proves that everything the
+        broker had acknowledged before this measurement began is settled.
+        """
+        now = time.monotonic()
+        if now - self._lag_measured < LAG_INTERVAL_SECONDS:
+            return
+        self._lag_measured = now
+        began = time.time()
+        lag: dict[str, int] = {}
+        settled = True
+        try:
+            assignment = self.consumer.assignment()
+            for partition in assignment:
+                low, high = self.consumer.get_watermark_offsets(partition, timeout=1, cached=False)
+                position = self.consumer.position([partition])[0].offset
+                # Nothing fetched from a partition yet (no position): caught up only if it holds nothing.
+                behind = max(0, high - position) if position >= 0 else max(0, high - low)
+                lag[partition.topic] = lag.get(partition.topic, 0) + behind
+                settled = settled and behind == 0
+        except KafkaException:
+            return
+        if settled and assignment and not self.from_the_start.is_set():
+            self.caught_up.append(began)
+        for topic, behind in lag.items():
+            CONSUMER_LAG.labels(self.group, topic).set(behind)
+
+    def _round(self) -> None:
+        """Polls a batch, settles every record, commits; a failure rewinds to redeliver the batch."""
+        if self.from_the_start.is_set():
+            self._seek_to_beginning()
+        self._measure_lag()
+        first = self.consumer.poll(0.2)
+        if first is None:
+            return
+        batch = [first]
+        while len(batch) < 64:
+            more = self.consumer.poll(0)
+            if more is None:
+                break
+            batch.append(more)
+        records = []
+        for message in batch:
+            error = message.error()
+            if error is None:
+                records.append(message)
+            elif error.code() != KafkaError._PARTITION_EOF:
+                log.debug("%s: %s", self.name, error)
+        if not records:
+            return
+        try:
+            self.settle(records)
+        except Exception:
+            log.exception("%s: settling a batch failed; it will be delivered again", self.name)
+            self._rewind(records)
+            time.sleep(1)
+            return
+        try:
+            self.consumer.commit(asynchronous=False)
+        except KafkaException as error:
+            # A rebalance (or a restarted broker) took the partitions away: the next owner
+            # may deliver these again, which idempotent consumers absorb.
+            log.warning("%s: commit failed (%s); records may be redelivered", self.name, error)
+
+    def _rewind(self, records: list[Message]) -> None:
+        first_offsets: dict[tuple[str, int], int] = {}
+        for record in records:
+            key = (record.topic() or "", record.partition() or 0)
+            first_offsets[key] = min(first_offsets.get(key, record.offset() or 0), record.offset() or 0)
+        for (topic, partition), offset in first_offsets.items():
+            try:
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as error:
+                log.warning("%s: could not rewind %s[%d]: %s", self.name, topic, partition, error)
+
+    def _seek_to_beginning(self) -> None:
+        """The broker restarted empty: the positions held from before point into (or past) the
+        records it has taken since, so every assigned partition is read again from its start.
+        What was already delivered comes again, and idempotent consumers absorb it."""
+        try:
+            for partition in self.consumer.assignment():
+                self.consumer.seek(TopicPartition(partition.topic, partition.partition, OFFSET_BEGINNING))
+        except KafkaException as error:
+            log.info("%s: not rewound yet (%s); trying again", self.name, error)
+            return
+        self.from_the_start.clear()
+
+    def stop(self) -> None:
+        self.stopping.set()
