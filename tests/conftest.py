@@ -19,7 +19,39 @@ if str(ROOT) not in sys.path:
 
 from functions.shared import identity  # noqa: E402
 
-EVENTS_DIR = Path(__file__).parent / "events"
+TESTS_DIR = Path(__file__).resolve().parent
+EVENTS_DIR = TESTS_DIR / "events"
+
+
+# Fastest first, so that a trivial failure shows in seconds: the suites in this order, each in
+# path order. tests/chaos starts a shop of its own and is the slowest.
+SUITES = ("unit", "contract", "integration", "e2e", "chaos")
+
+
+def suite_of(item: pytest.Item) -> int:
+    """The rank of the item's suite in SUITES (after them all: a test outside them)."""
+    folder = item.path.parent
+    while folder.parent != TESTS_DIR and folder != folder.parent:
+        folder = folder.parent
+    return SUITES.index(folder.name) if folder.parent == TESTS_DIR and folder.name in SUITES else len(SUITES)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=suite_of)  # stable: within a suite, the collected order
+
+
+_running: list[Any] = []  # the session's shop while it runs
+
+
+def stop_the_stack() -> None:
+    """Stops the session's shop, if it runs."""
+    while _running:
+        shop = _running.pop()
+        # In-process functions' pools would keep reconnecting to the stopped server.
+        from functions.shared import db
+
+        db.close_all()
+        shop.stop()
 
 
 @pytest.fixture(scope="session")
@@ -29,14 +61,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     shop = Stack(StackSettings(data_dir=tmp_path_factory.mktemp("stack"), port=0, durable=False, environ={}))
     shop.start()
+    _running.append(shop)
     try:
         yield shop
     finally:
-        # In-process functions' pools would keep reconnecting to the stopped server.
-        from functions.shared import db
+        stop_the_stack()
 
-        db.close_all()
-        shop.stop()
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    # The chaos suite starts a shop of its own: two on the same cores would slow both, so the
+    # session's shop (no later test uses it) stops first.
+    chaos = SUITES.index("chaos")
+    if nextitem is not None and suite_of(nextitem) == chaos and suite_of(item) != chaos:
+        stop_the_stack()
 
 
 @dataclass(frozen=True)

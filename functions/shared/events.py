@@ -17,6 +17,7 @@ from cloudevents.kafka import from_binary as kafka_from_binary
 from cloudevents.kafka import to_binary as kafka_to_binary
 
 from functions.shared import problems, tracing
+from functions.shared.schema_errors import field_error
 
 PRODUCT_CREATED: Final = "com.shop.product.created"
 PRODUCT_UPDATED: Final = "com.shop.product.updated"
@@ -89,9 +90,7 @@ def check_data(event_type: str, data: Any) -> None:
     """Raises a 400 problem naming each place where `data` breaks the type's schema."""
     errors = sorted(schema_validator(event_type).iter_errors(data), key=lambda e: list(e.path))
     if errors:
-        raise problems.invalid(
-            [problems.FieldError("/data/" + "/".join(str(p) for p in e.path), e.message) for e in errors]
-        )
+        raise problems.invalid([field_error(e, "/data") for e in errors])
 
 
 # Answers Knative's delivery retries (then dead-letters); any other 4xx is dead-lettered at once.

@@ -65,7 +65,15 @@ def sign(identity: Identity, secret: str, ttl_seconds: int = DEFAULT_TTL_SECONDS
 
 def verify(token: str, secret: str) -> Identity:
     try:
-        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER)
+        # python-jose checks aud and exp only when present: a token without them is refused here.
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            audience=AUDIENCE,
+            issuer=ISSUER,
+            options={"require_aud": True, "require_exp": True, "require_iss": True},
+        )
     except JWTError as error:
         raise problems.unauthorized(f"forwarded identity rejected: {error}") from None
     roles = claims.get("roles", [])

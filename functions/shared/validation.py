@@ -17,6 +17,7 @@ import yaml
 from jsonschema import validators
 
 from functions.shared import problems
+from functions.shared.schema_errors import field_error
 
 DECIMAL_PLACES = "x-maxDecimalPlaces"
 
@@ -84,20 +85,3 @@ def _root_of(document: Mapping[str, Any]) -> dict[str, Any]:
 
 def error_order(error: jsonschema.ValidationError) -> tuple[str, str]:
     return ("/".join(str(p) for p in error.absolute_path), error.message)
-
-
-def field_error(error: jsonschema.ValidationError, where: str) -> problems.FieldError:
-    path = list(error.absolute_path)
-    if error.validator == "required" and isinstance(error.instance, dict):
-        required: list[str] = list(error.validator_value)  # type: ignore[arg-type]
-        missing = next((p for p in required if p not in error.instance), None)
-        if missing is not None:
-            path.append(missing)
-    elif error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        schema = error.schema if isinstance(error.schema, Mapping) else {}
-        allowed = set(schema.get("properties", {}))
-        extra = next((p for p in error.instance if p not in allowed), None)
-        if extra is not None:
-            path.append(extra)
-    pointer = "/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in path)
-    return problems.FieldError(where + pointer if where else pointer, error.message)

@@ -11,6 +11,8 @@ import pytest
 from local.stack import Stack, StackSettings
 from tests.chaos.driver import FAULTS, run_fault, table
 
+pytestmark = pytest.mark.slow  # a shop of its own, each server killed under load: minutes
+
 
 @pytest.fixture(scope="module")
 def chaos_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,6 +12,15 @@ import psycopg
 import pytest
 
 from tests.conftest import Ingress, People, eventually
+
+
+def quiet(stack: Any, timeout: float = 60) -> None:
+    """Waits until every Trigger has settled (delivered, retried to the end or dead-lettered) every
+    event the broker took before this call: whatever those events cause has happened by then."""
+    eventing = stack.eventing
+    assert eventing is not None
+    moment = time.time()
+    eventually(lambda: (settled := eventing.replay.settled_through()) is not None and settled > moment, timeout)
 
 
 @dataclass
@@ -58,7 +68,16 @@ class Shop:
         return [m for m in self.stack.smtp.messages() if text in str(m["Subject"])]
 
     def wait_for_mail(self, text: str, count: int = 1, timeout: float = 30) -> list[Any]:
-        return eventually(lambda: (found := self.mails_about(text)) and len(found) >= count and found, timeout)
+        """The mails about `text`, once `count` have arrived and the pipeline is quiet: exactly `count`
+        (a duplicate would have arrived by then, and fails here)."""
+        eventually(lambda: len(self.mails_about(text)) >= count, timeout)
+        self.quiet()
+        found = self.mails_about(text)
+        assert len(found) == count, [str(m["Subject"]) for m in found]
+        return found
+
+    def quiet(self, timeout: float = 60) -> None:
+        quiet(self.stack, timeout)
 
     def fire(self, ping_source: str) -> dict[str, Any]:
         response = self.ingress.session.post(f"{self.stack.url}/_local/pingsources/shop/{ping_source}", timeout=60)

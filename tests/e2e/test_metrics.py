@@ -148,6 +148,7 @@ def prometheus_binary() -> Path:
         pytest.skip(str(missing))
 
 
+@pytest.mark.slow
 def test_prometheus_sees_orders_emails_and_deliveries(
     stack: Any, shop: Any, customer: Any, prometheus_binary: Path, tmp_path: Path
 ) -> None:

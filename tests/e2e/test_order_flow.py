@@ -257,6 +257,7 @@ def test_the_original_order_endpoint_still_works(shop: Shop, customer: Callable[
     assert [(email, float(total)) for email, total in row] == [("real@example.com", 20.0)]
 
 
+@pytest.mark.slow
 def test_every_event_on_the_topics_matches_its_schema(shop: Shop, customer: Callable[..., dict[str, str]]) -> None:
     """Every type the shop emits (created, updated, placed, low, cancelled) read back from Kafka."""
     sku = shop.product(units=3, threshold=3)

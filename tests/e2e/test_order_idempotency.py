@@ -11,6 +11,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
+
 from functions.shared import identity
 from tests.conftest import eventually, problem_of
 from tests.e2e.conftest import Shop
@@ -80,6 +82,7 @@ def test_one_key_sent_eight_times_at_once_makes_one_order_and_one_hold(
     assert shop.available(sku) == 8
 
 
+@pytest.mark.slow
 def test_a_claim_left_by_a_killed_process_is_taken_over_after_its_timeout(
     shop: Shop, customer: Callable[..., dict[str, str]]
 ) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import requests
@@ -79,15 +78,24 @@ def test_an_event_delivery_starts_a_subscriber_scaled_to_zero(stack: Any, ingres
     assert status_of(stack, "inventory-track")["coldStarts"] == starts + 1
 
 
-def test_min_scale_services_stay_up_through_their_idle_window(stack: Any) -> None:
-    revision = stack.revisions["inventory-reserve"]
-    original = revision.idle_seconds
-    revision.idle_seconds = 0.2
+def test_min_scale_services_stay_up_through_their_idle_window(stack: Any, ingress: Ingress) -> None:
+    """Idle far past its window, a min-scale service keeps its one process: never stopped, never restarted."""
+    kept, control = stack.revisions["inventory-reserve"], stack.revisions["product-get"]
+    assert kept.service.min_scale >= 1 and control.service.min_scale == 0
+    before = eventually(lambda: (s := status_of(stack, "inventory-reserve"))["running"] and s, timeout=30)
+    originals = kept.idle_seconds, control.idle_seconds
+    kept.idle_seconds = control.idle_seconds = 0.2
     try:
-        time.sleep(1.5)
-        assert status_of(stack, "inventory-reserve")["running"]
+        # The control, busy after `kept` was last, scales to zero twice: the autoscaler has since
+        # looked at `kept` at least once (a whole round) with its idle window long passed.
+        for _ in range(2):
+            assert ingress.call("product-get", "GET", "/api/products/none_such").status_code == 404
+            eventually(lambda: not status_of(stack, "product-get")["running"], timeout=15)
     finally:
-        revision.idle_seconds = original
+        kept.idle_seconds, control.idle_seconds = originals
+    after = status_of(stack, "inventory-reserve")
+    assert after["running"]
+    assert (after["pid"], after["coldStarts"]) == (before["pid"], before["coldStarts"])
 
 
 def test_a_crashed_min_scale_service_is_restarted(stack: Any) -> None:

@@ -25,6 +25,8 @@ from local.servers import free_port
 from tests.conftest import ROOT, eventually
 from tests.otlp_sink import OtlpSink, Span
 
+pytestmark = pytest.mark.slow  # starts a shop of its own with ./taskw start, and stops it
+
 
 @pytest.fixture(scope="module")
 def sink() -> Iterator[OtlpSink]:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
 from confluent_kafka import Consumer
+from psycopg import sql
 
+from functions import migrate
 from functions.shared import db, events, postgres_outbox
 from functions.shared.kafka import KafkaPublisher, PublishError, ensure_topics
 from local.servers import EmbeddedKafka
@@ -25,11 +28,21 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 @pytest.fixture
-def orders_url(stack: Any) -> str:
-    url = stack.database_urls["orders"]
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("UPDATE outbox SET sent_at = now() WHERE sent_at IS NULL")  # start from an empty queue
-    return str(url)
+def outbox_url(stack: Any) -> Iterator[str]:
+    """A database of this test's own, with the outbox table every domain database has.
+
+    Not the stack's `orders`: its relay sweeps every minute and would send these rows too, and
+    these tests must not mark the shop's own rows sent."""
+    name = f"outbox_test_{uuid.uuid4().hex[:12]}"
+    server = stack.database_urls["orders"]
+    with psycopg.connect(migrate.database_url(server, "postgres"), autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = migrate.database_url(server, name)
+    db.apply_schema(url, migrate.SHARED_SCHEMA)
+    yield url
+    db.pool(url).close()  # only this database's: the stack's own pools stay in use
+    with psycopg.connect(migrate.database_url(server, "postgres"), autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def queue(url: str, count: int) -> list[str]:
@@ -89,9 +102,9 @@ def unsent(url: str) -> int:
     return int(row[0]) if row else -1
 
 
-def test_two_relays_at_once_send_every_row_exactly_once(kafka: Any, orders_url: str) -> None:
-    numbers = queue(orders_url, 600)
-    store = postgres_outbox.PostgresOutbox(orders_url, "orders")
+def test_two_relays_at_once_send_every_row_exactly_once(kafka: Any, outbox_url: str) -> None:
+    numbers = queue(outbox_url, 600)
+    store = postgres_outbox.PostgresOutbox(outbox_url, "orders")
     publishers = [KafkaPublisher(kafka.bootstrap_servers), KafkaPublisher(kafka.bootstrap_servers)]
     sent: list[int] = []
     threads = [threading.Thread(target=lambda p=p: sent.append(store.relay(p))) for p in publishers]
@@ -99,20 +112,21 @@ def test_two_relays_at_once_send_every_row_exactly_once(kafka: Any, orders_url: 
         thread.start()
     for thread in threads:
         thread.join()
-    assert sum(sent) == 600 and unsent(orders_url) == 0
+    assert sum(sent) == 600 and unsent(outbox_url) == 0
     assert published(kafka.bootstrap_servers, numbers) == Counter({n: 1 for n in numbers})
 
 
-def test_kafka_down_keeps_rows_queued_and_a_restart_sends_them(kafka: Any, orders_url: str) -> None:
+@pytest.mark.slow
+def test_kafka_down_keeps_rows_queued_and_a_restart_sends_them(kafka: Any, outbox_url: str) -> None:
     publisher = KafkaPublisher(kafka.bootstrap_servers, timeout_seconds=2)
-    store = postgres_outbox.PostgresOutbox(orders_url, "orders")
+    store = postgres_outbox.PostgresOutbox(outbox_url, "orders")
     store.relay(publisher)  # the producer has talked to this broker before it goes away
-    numbers = queue(orders_url, 5)
+    numbers = queue(outbox_url, 5)
     kafka.stop()
     try:
         with pytest.raises(PublishError):
             store.relay(publisher)
-        assert unsent(orders_url) == 5
+        assert unsent(outbox_url) == 5
     finally:
         kafka.start()
         ensure_topics(kafka.bootstrap_servers, events.TOPICS)
@@ -123,5 +137,5 @@ def test_kafka_down_keeps_rows_queued_and_a_restart_sends_them(kafka: Any, order
             break
         except PublishError:
             continue
-    assert unsent(orders_url) == 0
+    assert unsent(outbox_url) == 0
     assert published(kafka.bootstrap_servers, numbers) == Counter({n: 1 for n in numbers})
