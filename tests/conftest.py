@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,3 +174,29 @@ def _quiet_environment() -> None:
     # Functions under test read only what the tests give them.
     for name in ("DATABASE_URL", "MONGODB_URI", "KAFKA_BOOTSTRAP_SERVERS", "SMTP_URL", "OTEL_EXPORTER_OTLP_ENDPOINT"):
         os.environ.pop(name, None)
+
+
+@contextlib.contextmanager
+def scratch_database(stack: Any, prefix: str, *schemas: Path) -> Iterator[str]:
+    """A database of the test's own on the stack's PostgreSQL, with `schemas` applied; dropped afterwards.
+
+    For tests whose rows must not mix with the shop's own (a relay sweeping them, a listing
+    counting them)."""
+    import psycopg
+    from psycopg import sql
+
+    from functions import migrate
+    from functions.shared import db
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    server = stack.database_urls["orders"]
+    with psycopg.connect(migrate.database_url(server, "postgres"), autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = migrate.database_url(server, name)
+    db.apply_schema(url, *schemas)
+    try:
+        yield url
+    finally:
+        db.pool(url).close()  # only this database's: the stack's own pools stay in use
+        with psycopg.connect(migrate.database_url(server, "postgres"), autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))

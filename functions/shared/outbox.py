@@ -52,12 +52,16 @@ class Relay(Protocol):
         ...
 
 
-@cache
 def publisher() -> KafkaPublisher:
     """The process's Kafka producer, made on first use (functions that only read never load the client)."""
+    return _publisher_for(config().required("KAFKA_BOOTSTRAP_SERVERS"))
+
+
+@cache
+def _publisher_for(bootstrap_servers: str) -> KafkaPublisher:
     from functions.shared.kafka import KafkaPublisher
 
-    return KafkaPublisher(config().required("KAFKA_BOOTSTRAP_SERVERS"))
+    return KafkaPublisher(bootstrap_servers)
 
 
 def topic_of(event: CloudEvent) -> str:

@@ -11,12 +11,12 @@ from typing import Any
 import psycopg
 import pytest
 from confluent_kafka import Consumer
-from psycopg import sql
 
 from functions import migrate
 from functions.shared import db, events, postgres_outbox
 from functions.shared.kafka import KafkaPublisher, PublishError, ensure_topics
 from local.servers import EmbeddedKafka
+from tests.conftest import scratch_database
 
 
 @pytest.fixture(scope="module")
@@ -33,16 +33,8 @@ def outbox_url(stack: Any) -> Iterator[str]:
 
     Not the stack's `orders`: its relay sweeps every minute and would send these rows too, and
     these tests must not mark the shop's own rows sent."""
-    name = f"outbox_test_{uuid.uuid4().hex[:12]}"
-    server = stack.database_urls["orders"]
-    with psycopg.connect(migrate.database_url(server, "postgres"), autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = migrate.database_url(server, name)
-    db.apply_schema(url, migrate.SHARED_SCHEMA)
-    yield url
-    db.pool(url).close()  # only this database's: the stack's own pools stay in use
-    with psycopg.connect(migrate.database_url(server, "postgres"), autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    with scratch_database(stack, "outbox_test", migrate.SHARED_SCHEMA) as url:
+        yield url
 
 
 def queue(url: str, count: int) -> list[str]:
