@@ -54,7 +54,8 @@ SETTINGS: Mapping[str, str] = {
     "PORT": "port to listen on (set by Knative; default 8080)",
     "HOST": "address to listen on (default 0.0.0.0; the local runtime uses 127.0.0.1)",
     "THREADS": "gunicorn threads, as many as containerConcurrency lets in (default 8)",
-    "GUNICORN_LOG_LEVEL": "gunicorn's own log level (default warning)",
+    "WSGI_SERVER": "granian (default) or gunicorn: the server a function runs on",
+    "SERVER_LOG_LEVEL": "the WSGI server's own log level (default warning)",
     "FLAGD_OFFLINE_FLAG_SOURCE_PATH": "the fault flags file (flagd format) read at run time; unset: every flag off",
     "SHOP_FAULTS": "fault injection for resilience tests: after-reserve, delay:<seconds> (never in production)",
 }

@@ -1,6 +1,7 @@
 """`task bench`: figures from a fresh local stack. Prints numbers; asserts nothing about time.
 
-    python -m tests.bench [--seconds 10] [--only serving,reserve,cold,rss,gateway,events,orders,tracing,registry]
+    python -m tests.bench [--seconds 10] [--only imports,serving,reserve,cold,rss,memory,gateway,events,
+                                                  orders,tracing,registry]
 
 Every comparison is made in the same run, on the same servers, side by side: functions through
 the ingress against a trivial functions-framework function served the same way, and against
@@ -41,12 +42,25 @@ from local import manifests
 from local.seed import seed_if_empty
 from local.servers import EmbeddedCollector
 from local.stack import Stack, StackSettings
+from tests.bench import footprint
 from tests.bench import registry as registry_bench
 
 HERE = Path(__file__).resolve().parent
 BENCH_SKUS = 100
 # Events before orders: the orders runs leave thousands of events in the pipeline behind them.
-SECTIONS = ("serving", "reserve", "cold", "rss", "gateway", "events", "orders", "tracing", "registry")
+SECTIONS = (
+    "imports",
+    "serving",
+    "reserve",
+    "cold",
+    "rss",
+    "memory",
+    "gateway",
+    "events",
+    "orders",
+    "tracing",
+    "registry",
+)
 
 
 class Bench:
@@ -54,6 +68,8 @@ class Bench:
         self.stack = stack
         self.seconds = seconds
         self.rows: list[tuple[str, str]] = []
+        # Issue 10's targets as measured in this run: (figure, value, target, met).
+        self.targets: list[tuple[str, str, str, bool]] = []
         secret = stack.identity_secret
         self.customer = identity.sign(
             identity.Identity("bench-customer", "bench@example.com", "Bench", "Mark", frozenset({"customer"})),
@@ -66,6 +82,16 @@ class Bench:
     def row(self, name: str, value: str) -> None:
         self.rows.append((name, value))
         print(f"  {name:<58} {value}", flush=True)
+
+    def target(self, figure: str, value: str, target: str, met: bool) -> None:
+        self.targets.append((figure, value, target, met))
+
+    def summary(self) -> None:
+        if not self.targets:
+            return
+        print("\nTargets (issue 10), this run")
+        for figure, value, target, met in self.targets:
+            print(f"  {figure:<44} {value:<22} target {target:<14} {'met' if met else 'MISSED'}", flush=True)
 
     def load(self, url: str, connections: int, *extra: str) -> dict[str, Any]:
         command = [
@@ -166,6 +192,8 @@ class Bench:
         self.row(
             "product-get / hello throughput, per round", " ".join(f"{r:.0%}" for r in ratios) + "  (target >= 50%)"
         )
+        ratio = statistics.median(ratios)
+        self.target("product-get / hello", f"{ratio:.0%}", ">= 50%", ratio >= 0.5)
         self.row(
             "product-list / hello throughput (medians)", f"{median['product-list']['rps'] / median['hello']['rps']:.0%}"
         )
@@ -198,6 +226,8 @@ class Bench:
         direct = median["direct (ingress -> product-list)"]
         for name, result in median.items():
             self.row(name, self.describe(result))
+        share = median["gateway, with a valid token"]["rps"] / direct["rps"]
+        self.target("gateway (valid token) / direct", f"{share:.0%}", ">= 60%", share >= 0.6)
         for name in list(variants)[1:]:
             self.row(
                 f"{name}: share of direct throughput, added p50",
@@ -234,14 +264,13 @@ class Bench:
             timings.append(time.perf_counter() - started)
             assert response.status_code == 200
         timings.sort()
-        self.row(
-            "product-get cold start",
-            f"p50 {statistics.median(timings) * 1000:.0f} ms  p99 {timings[-1] * 1000:.0f} ms  (target p50 <= 1000 ms)",
-        )
+        p50 = statistics.median(timings) * 1000
+        self.row("product-get cold start", f"p50 {p50:.0f} ms  p99 {timings[-1] * 1000:.0f} ms  (target p50 <= 250 ms)")
+        self.target("cold start, p50", f"{p50:.0f} ms", "<= 250 ms", p50 <= 250)
 
     def rss(self) -> None:
         print(
-            "\nIdle memory: every function started once, then left idle (RSS of its gunicorn master and"
+            "\nIdle memory: every function started once, then left idle (RSS of its server's main process and"
             " worker; PSS counts pages they share once)"
         )
         for name in sorted(self.stack.revisions):
@@ -273,6 +302,36 @@ class Bench:
         total = runtime.memory_info().rss + sum(p.memory_info().rss for p in runtime.children(recursive=True))
         self.row("whole local stack (runtime, servers, running functions)", f"{total / 2**20:.0f} MB")
 
+    def imports(self) -> None:
+        print("\nImport: a fresh interpreter imports functions-framework and creates one target's app")
+        timings = footprint.import_milliseconds(s for n, s in self.stack.services.items() if n != "hello")
+        for name, milliseconds in sorted(timings.items(), key=lambda item: -item[1]):
+            self.row(f"import of {name}'s target", f"{milliseconds:.0f} ms")
+        slowest = max(timings.values())
+        self.row("import of one function target", footprint.describe(timings) + "  (target <= 150 ms)")
+        self.target("import of any single function target", f"{slowest:.0f} ms", "<= 150 ms", slowest <= 150)
+
+    def memory(self) -> None:
+        print("\nMemory of the whole local stack (PSS: pages shared between processes counted once)")
+        for name in sorted(self.stack.revisions):
+            requests.get(self.url(name, "/healthz"), timeout=60)
+        self.settle()
+        footprint.wait_between_pings()
+        every_pss, every_rss = footprint.stack_pss_mb()
+        started = sum(1 for r in self.stack.revisions.values() if r.running)
+        self.row(f"every function started ({started})", f"PSS {every_pss:.0f} MB (RSS {every_rss:.0f} MB)")
+        self.target("every function started", f"{every_pss:.0f} MB PSS", "<= 800 MB", every_pss <= 800)
+        stopped = footprint.scale_idle_functions_to_zero(self.stack)
+        time.sleep(2)
+        footprint.wait_between_pings()
+        idle_pss, idle_rss = footprint.stack_pss_mb()
+        left = sorted(n for n, r in self.stack.revisions.items() if r.running)
+        self.row(
+            f"idle ({len(stopped)} scaled to zero; up: {', '.join(left) or 'none'})",
+            f"PSS {idle_pss:.0f} MB (RSS {idle_rss:.0f} MB)",
+        )
+        self.target("idle", f"{idle_pss:.0f} MB PSS", "<= 400 MB", idle_pss <= 400)
+
     def orders(self) -> None:
         print("\norder-place end to end (catalog price, reservation, commit) vs the same commit in pgbench")
         self.settle()
@@ -288,15 +347,25 @@ class Bench:
         orders = results[32]["requests"]
         used = {name: spent.get(name, 0.0) - cpu_before.get(name, 0.0) for name in spent}
         top = sorted(used.items(), key=lambda item: -item[1])[:7]
+        per_order = sum(used.values()) / orders * 1000
         self.row(
             "CPU per order, 32 connections (run + its event pipeline)",
-            f"{sum(used.values()) / orders * 1000:.1f} ms: "
-            + ", ".join(f"{name} {seconds / orders * 1000:.1f}" for name, seconds in top),
+            f"{per_order:.1f} ms: " + ", ".join(f"{name} {seconds / orders * 1000:.1f}" for name, seconds in top),
         )
+        print("    CPU per order, by process:")
+        for name, seconds in sorted(used.items(), key=lambda item: -item[1]):
+            if seconds > 0:
+                print(f"      {name:<28} {seconds / orders * 1000:6.2f} ms", flush=True)
+        self.target("CPU per order, whole stack", f"{per_order:.1f} ms", "<= 10 ms", per_order <= 10)
         tps = self.pgbench("orders", HERE / "sql" / "place_order.sql", 32)
         self.row("pgbench, the order transaction, 32 clients", f"{tps:>8.1f} tx/s")
-        self.row(
-            "order-place / raw SQL at 32 connections", f"{results[32]['rps'] / tps:.0%}  (target >= 10%, p99 <= 250 ms)"
+        share, p99 = results[32]["rps"] / tps, results[32]["p99_ms"]
+        self.row("order-place / raw SQL at 32 connections", f"{share:.0%}  (target >= 10%, p99 <= 250 ms)")
+        self.target(
+            "order-place / pgbench, 32 connections",
+            f"{share:.0%}, p99 {p99:.0f} ms",
+            ">= 10%, <= 250",
+            share >= 0.10 and p99 <= 250,
         )
 
     def events(self) -> None:
@@ -350,10 +419,9 @@ class Bench:
                     self.row(f"order-place, tracing {mode}", self.describe(result))
             for service in traced:
                 self.stack.set_env(service, OTEL_EXPORTER_OTLP_ENDPOINT="")
-        self.row(
-            "tracing on / off throughput",
-            f"{statistics.mean(runs['on']) / statistics.mean(runs['off']):.0%}  (target >= 85%)",
-        )
+        share = statistics.mean(runs["on"]) / statistics.mean(runs["off"])
+        self.row("tracing on / off throughput", f"{share:.0%}  (target >= 85%)")
+        self.target("tracing on / off", f"{share:.0%}", ">= 85%", share >= 0.85)
 
     def registry(self) -> None:
         print("\nEureka registry: registrations, heartbeats and fetches from many concurrent clients")
@@ -448,6 +516,8 @@ def main() -> None:
             bench = Bench(stack, args.seconds)
             bench.prepare()
             sections: dict[str, Callable[[], None]] = {
+                "imports": bench.imports,
+                "memory": bench.memory,
                 "serving": bench.serving,
                 "reserve": bench.reserve,
                 "cold": bench.cold,
@@ -460,6 +530,7 @@ def main() -> None:
             }
             for name in wanted:
                 sections[name]()
+            bench.summary()
 
 
 if __name__ == "__main__":
