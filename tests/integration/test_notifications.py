@@ -99,6 +99,34 @@ def test_each_event_is_one_mail_even_when_delivered_twice(
     assert ledger(stack, event) == [("SENT", recipient)]
 
 
+@pytest.mark.parametrize(
+    ("first", "item"),
+    [("Ada", "Plain ASCII phone"), ("Zoë", "Café crème grinder"), ("Ada", ". a line that starts with a dot " * 40)],
+    ids=["ascii (7bit)", "accented (quoted-printable)", "long line with a leading dot"],
+)
+def test_the_mail_reads_back_as_it_was_written(
+    stack: Any, notify: Callable[..., FlaskClient], first: str, item: str
+) -> None:
+    """The mail written straight to the wire reads back, through a real SMTP server and Python's parser,
+    with every header and every character of the body as the template rendered it."""
+    event = golden(events.ORDER_PLACED)
+    data = event.get_data()
+    assert isinstance(data, dict)
+    data = {**data, "firstName": first, "items": [{**data["items"][0], "name": item}]}
+    event = CloudEvent({k: v for k, v in event.get_attributes().items() if k != "data"}, data)
+    assert deliver(notify(), event, "binary").status_code == 200
+    [mail] = mails(stack.smtp, event)
+    subject, recipient = expected_mail(event)
+    assert (mail["Subject"], mail["To"], mail["Message-ID"]) == (
+        subject,
+        recipient,
+        f"<{event['id']}@shop.example>",
+    )
+    assert mail.get_content_type() == "text/plain" and mail.get_content_charset() == "utf-8"
+    body = mail.get_content()
+    assert body.startswith(f"Hello {first} {data['lastName']},\n") and item in body and body.endswith("The Shop\n")
+
+
 @pytest.mark.parametrize(("code", "status", "slug"), [(554, 422, "mail-rejected"), (451, 503, "unavailable")])
 def test_a_refused_mail_is_forgotten_so_that_the_next_delivery_sends_it(
     stack: Any, notify: Callable[..., FlaskClient], refusing_smtp: EmbeddedSmtp, code: int, status: int, slug: str
