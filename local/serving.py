@@ -20,6 +20,7 @@ from aiohttp import web
 from local.manifests import ROOT, KnativeService
 from local.metrics import COLD_START_SECONDS, COLD_STARTS
 from local.supervision import Exit, Lifecycle, State, kill_leftovers
+from local.zygote import Forked, Zygote
 
 log = logging.getLogger("local.serving")
 PATH_PREFIX = "/ksvc/"
@@ -99,7 +100,9 @@ class Revision:
     log_dir: Path
     idle_seconds: float
     port: int | None = None
-    process: asyncio.subprocess.Process | None = None
+    # Forks function processes when set (local/zygote.py); else each starts as a new interpreter.
+    zygote: Zygote | None = None
+    process: asyncio.subprocess.Process | Forked | None = None
     in_flight: int = 0
     last_active: float = field(default_factory=time.monotonic)
     cold_starts: int = 0
@@ -156,7 +159,7 @@ class Revision:
         return await asyncio.shield(self._starting)
 
     async def _start(self, http: aiohttp.ClientSession) -> None:
-        from local.servers import die_with_parent, free_port
+        from local.servers import free_port
 
         began = time.monotonic()
         after_crash = self.lifecycle.state in (State.RESTARTING, State.CRASH_LOOP_BACK_OFF)
@@ -173,18 +176,11 @@ class Revision:
             "PYTHONUNBUFFERED": "1",
         }
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_dir / f"{self.name}.log", "ab") as log_file:
-            process = self.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "functions.shared.serve",
-                cwd=ROOT,
-                env=env,
-                stdout=log_file,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=lambda: die_with_parent(signal.SIGTERM),
-            )
+        process: asyncio.subprocess.Process | Forked
+        if self.zygote is not None:
+            process = self.process = await self.zygote.spawn(env, ROOT, self.log_dir / f"{self.name}.log")
+        else:
+            process = self.process = await self._exec(env)
         deadline = began + START_TIMEOUT_SECONDS
         probe = f"{self.base_url}{self.service.readiness_path}"
         unready_since: float | None = None
@@ -230,11 +226,27 @@ class Revision:
             log.warning("%s", not_ready)
             raise not_ready
 
-    async def _watch(self, process: asyncio.subprocess.Process) -> None:
+    async def _exec(self, env: Mapping[str, str]) -> asyncio.subprocess.Process:
+        from local.servers import die_with_parent
+
+        with open(self.log_dir / f"{self.name}.log", "ab") as log_file:
+            return await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "functions.shared.serve",
+                cwd=ROOT,
+                env=env,
+                stdout=log_file,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=lambda: die_with_parent(signal.SIGTERM),
+            )
+
+    async def _watch(self, process: asyncio.subprocess.Process | Forked) -> None:
         await process.wait()
         self.exited(process)
 
-    def exited(self, process: asyncio.subprocess.Process) -> None:
+    def exited(self, process: asyncio.subprocess.Process | Forked) -> None:
         """Notes that `process` ended on its own (a crash), unless stop() ended it."""
         if self.process is not process or process.returncode is None:
             return

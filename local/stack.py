@@ -45,6 +45,7 @@ from local.servers import (
     free_port,
 )
 from local.serving import Autoscaler, Exchange, Ingress, Revision, problem
+from local.zygote import Zygote
 
 log = logging.getLogger("local.stack")
 T = TypeVar("T")
@@ -80,6 +81,7 @@ class Stack:
         self.collector: EmbeddedCollector | None = None
         self.servers: list[ServerProcess] = []  # in start order
         self.autoscaler: Autoscaler | None = None
+        self.zygote: Zygote | None = None
         self.database_urls: dict[str, str] = {}
         self.mongodb_uri = ""
         self.kafka_bootstrap = ""
@@ -352,9 +354,12 @@ class Stack:
         )
 
     async def _start_serving(self) -> None:
+        if self.settings.environ.get("LOCAL_ZYGOTE", "1") != "0":  # function processes are forks of one
+            self.zygote = Zygote(self.log_dir / "zygote.log")
         for name, service in self.services.items():
             idle = self.settings.idle_seconds if self.settings.idle_seconds is not None else service.window_seconds
-            self.revisions[name] = Revision(service, self.service_env(service), self.log_dir, idle)
+            env = self.service_env(service)
+            self.revisions[name] = Revision(service, env, self.log_dir, idle, zygote=self.zygote)
         default = "gateway" if "gateway" in self.services else None
         self.ingress = Ingress(self.revisions, NAMESPACE, default)
         await self.ingress.open()
@@ -454,6 +459,8 @@ class Stack:
                 self.kafka.on_restart.remove(self._broker_back)
             await self.eventing.stop()
         await asyncio.gather(*(r.stop() for r in self.revisions.values()))
+        if self.zygote is not None:
+            await self.zygote.stop()
         if self._runner:
             await self._runner.cleanup()
         if self.ingress:

@@ -235,24 +235,48 @@ class Bench:
                 "  (target >= 60%, <= 3 ms)",
             )
 
-    def cpu_seconds(self) -> dict[str, float]:
-        """CPU time so far of each function (master and workers), the runtime and each server."""
+    def processes(self) -> list[tuple[str, psutil.Process]]:
+        """Every process of the stack with what it belongs to: a function (its server and workers), the
+        runtime, the zygote or a server."""
         owner: dict[int, str] = {}
         for name, revision in self.stack.revisions.items():
             if revision.running and revision.process is not None:
                 master = psutil.Process(revision.process.pid)
                 owner.update((p.pid, name) for p in [master, *master.children(recursive=True)])
         me = psutil.Process()
-        totals: dict[str, float] = {}
+        found = []
         for process in [me, *me.children(recursive=True)]:
             try:
-                times = process.cpu_times()
                 name = owner.get(process.pid) or ("runtime" if process.pid == me.pid else _server_name(process))
             except psutil.Error:
                 continue
             if name != "load":
-                totals[name] = totals.get(name, 0.0) + times.user + times.system
+                found.append((name, process))
+        return found
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time so far of each function (master and workers), the runtime and each server."""
+        totals: dict[str, float] = {}
+        for name, process in self.processes():
+            try:
+                times = process.cpu_times()
+            except psutil.Error:
+                continue
+            totals[name] = totals.get(name, 0.0) + times.user + times.system
         return totals
+
+    def pss_by_part(self) -> str:
+        """PSS in MB of the functions together, the runtime, the zygote and each server."""
+        functions = set(self.stack.revisions)
+        totals: dict[str, float] = {}
+        for name, process in self.processes():
+            try:
+                pss = process.memory_full_info().pss / 2**20
+            except psutil.Error:
+                continue
+            part = "functions" if name in functions else name
+            totals[part] = totals.get(part, 0.0) + pss
+        return ", ".join(f"{part} {mb:.0f}" for part, mb in sorted(totals.items(), key=lambda item: -item[1]))
 
     def cold(self) -> None:
         print("\nCold start: first request to a stopped function, 10 tries")
@@ -320,6 +344,7 @@ class Bench:
         every_pss, every_rss = footprint.stack_pss_mb()
         started = sum(1 for r in self.stack.revisions.values() if r.running)
         self.row(f"every function started ({started})", f"PSS {every_pss:.0f} MB (RSS {every_rss:.0f} MB)")
+        self.row("  by part, PSS MB", self.pss_by_part())
         self.target("every function started", f"{every_pss:.0f} MB PSS", "<= 800 MB", every_pss <= 800)
         stopped = footprint.scale_idle_functions_to_zero(self.stack)
         time.sleep(2)
@@ -330,6 +355,7 @@ class Bench:
             f"idle ({len(stopped)} scaled to zero; up: {', '.join(left) or 'none'})",
             f"PSS {idle_pss:.0f} MB (RSS {idle_rss:.0f} MB)",
         )
+        self.row("  by part, PSS MB", self.pss_by_part())
         self.target("idle", f"{idle_pss:.0f} MB PSS", "<= 400 MB", idle_pss <= 400)
 
     def orders(self) -> None:
@@ -486,7 +512,16 @@ def kafka_latency(bootstrap: str, count: int) -> list[float]:
 
 def _server_name(process: psutil.Process) -> str:
     command = " ".join(process.cmdline())
-    for marker, name in (("postgres", "postgresql"), ("tansu", "kafka"), ("secantus", "mongodb"), ("load", "load")):
+    markers = (
+        ("postgres", "postgresql"),
+        ("tansu", "kafka"),
+        ("secantus", "mongodb"),
+        ("load", "load"),
+        ("local.zygote", "zygote"),
+        ("smtpd", "smtp"),
+        ("rotel", "collector"),
+    )
+    for marker, name in markers:
         if marker in command:
             return name
     return process.name()

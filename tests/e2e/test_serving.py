@@ -105,3 +105,26 @@ def test_a_crashed_min_scale_service_is_restarted(stack: Any) -> None:
     pid = status_of(stack, "dead-letter")["pid"]
     os.killpg(pid, signal.SIGKILL)
     eventually(lambda: (s := status_of(stack, "dead-letter"))["running"] and s["pid"] != pid, timeout=30)
+
+
+def test_functions_are_forks_of_the_zygote_which_comes_back_if_killed(stack: Any, ingress: Ingress) -> None:
+    """A cold start is a fork of the zygote, which imported the common stack once; killed, it takes its
+    forks with it (their exits are seen and noted) and the next cold start brings a new zygote."""
+    import os
+    import signal
+
+    import psutil
+
+    zygote = stack.zygote
+    assert zygote is not None and zygote.pid is not None
+    assert ingress.call("product-get", "GET", "/api/products/none_such").status_code == 404
+    function = status_of(stack, "product-get")["pid"]
+    assert psutil.Process(function).ppid() == zygote.pid
+    first = zygote.pid
+    os.kill(first, signal.SIGKILL)
+    eventually(lambda: not status_of(stack, "product-get")["running"], timeout=15)
+    assert status_of(stack, "product-get")["lastExit"] is not None
+    assert ingress.call("product-get", "GET", "/api/products/none_such").status_code == 404
+    assert zygote.pid not in (None, first)
+    assert psutil.Process(status_of(stack, "product-get")["pid"]).ppid() == zygote.pid
+    eventually(lambda: status_of(stack, "dead-letter")["running"], timeout=30)  # min-scale: started again
