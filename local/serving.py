@@ -254,6 +254,12 @@ class Revision:
         # The container is gone with its main process: so are its other processes (a gunicorn
         # worker would otherwise finish its request for a master that no longer exists).
         kill_leftovers(process.pid)
+        if isinstance(process, Forked) and process.orphaned:
+            # The zygote died and took its forks along: the runtime's failure, not the function's,
+            # so no crash counts against it (no CrashLoopBackOff); it starts again like a scaled-to-zero one.
+            self.lifecycle.stopped(State.SCALED_TO_ZERO)
+            log.warning("%s ended with the zygote (pid %d); it starts again when needed", self.name, process.pid)
+            return
         exit = Exit.of(process.returncode)
         delay = self.lifecycle.crashed(exit)
         if self.service.min_scale > 0:

@@ -35,6 +35,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+# prctl is looked up here, before any fork: not in a forked child.
+from local.servers.process import die_with_parent
+
 log = logging.getLogger("local.zygote")
 
 # What the functions' targets import, and are slow to import (python -X importtime): the zygote
@@ -97,8 +100,6 @@ def _become(request: Mapping[str, Any], closing: list[int]) -> None:
     code = 1
     try:
         os.setsid()  # its own session and process group, like start_new_session=True
-        from local.servers.process import die_with_parent
-
         die_with_parent(signal.SIGTERM)
         signal.set_wakeup_fd(-1)
         for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
@@ -196,6 +197,8 @@ class Forked:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.returncode: int | None = None
+        # Ended because the zygote did (the runtime's own failure, like a node's): not the function's crash.
+        self.orphaned = False
         self._ended = asyncio.get_running_loop().create_future()
 
     def ended(self, code: int) -> None:
@@ -247,7 +250,6 @@ class Zygote:
 
     async def _start(self) -> None:
         from local.manifests import ROOT
-        from local.servers import die_with_parent
 
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as output:
@@ -296,6 +298,7 @@ class Zygote:
         for pid, child in list(self._children.items()):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
+            child.orphaned = True
             child.ended(-signal.SIGKILL)
         self._children.clear()
 
