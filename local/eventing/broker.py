@@ -77,7 +77,8 @@ class Eventing:
         self._source_consumers: list[ConsumerLoop] = []
         self.tasks: list[asyncio.Task[Any]] = []
         self.stats: dict[str, int] = {"received": 0, "delivered": 0, "retries": 0, "dead_lettered": 0, "dropped": 0}
-        self.delivery = Delivery(send, self.stats)
+        # A Broker sink (the KafkaSource's) takes the event as it is: no HTTP encoding to parse back.
+        self.delivery = Delivery(send, self.stats, store=self.store)
         self.flow = flow or EventFlow()  # the last events through the Broker, for /_local/events and the admin console
         self.replay = Replay(self._trigger_consumers, self._source_consumers, journal, self.produce)
 
@@ -180,16 +181,22 @@ class Eventing:
     ) -> tuple[int, str]:
         """Stores an event in a broker's topic. `journal`: it has no outbox behind it (it came over
         HTTP), so the local journal keeps it too, for a restart of the in-memory broker."""
-        broker = self.broker_for(namespace, name)
-        if broker is None:
+        if self.broker_for(namespace, name) is None:
             return 404, f"no broker {namespace}/{name}"
         try:
             event = from_http(dict(headers), body)
-            missing = [a for a in ("id", "source", "type") if not event.get(a)]
-            if missing:
-                raise ValueError(f"missing {missing}")
         except Exception as error:  # noqa: BLE001 - anything unparseable is the sender's fault
             return 400, f"not a valid CloudEvent: {error}"
+        return await self.store(namespace, name, event, journal=journal)
+
+    async def store(self, namespace: str, name: str, event: CloudEvent, *, journal: bool = False) -> tuple[int, str]:
+        """Stores a parsed event in a broker's topic: what the ingress does once it has read the request."""
+        broker = self.broker_for(namespace, name)
+        if broker is None:
+            return 404, f"no broker {namespace}/{name}"
+        missing = [a for a in ("id", "source", "type") if not event.get(a)]
+        if missing:
+            return 400, f"not a valid CloudEvent: missing {missing}"
         try:
             if journal:
                 await self._journal(broker.topic, event)

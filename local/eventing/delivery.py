@@ -36,6 +36,8 @@ class Answer(Protocol):
 
 # How the runtime reaches a destination: (destination, headers, body, timeout) -> answer.
 Sender = Callable[[Destination, dict[str, str], bytes, float], Awaitable[Answer]]
+# Stores an event in a Broker of this runtime: (namespace, name, event) -> (status, text).
+Store = Callable[[str, str, CloudEvent], Awaitable[tuple[int, str]]]
 
 
 @dataclass(frozen=True)
@@ -62,9 +64,10 @@ async def forever(action: Callable[[], Awaitable[T]], what: str, cap: float = 30
 class Delivery:
     """Delivers events to their destinations through `send`, counting outcomes in `stats`."""
 
-    def __init__(self, send: Sender, stats: dict[str, int]) -> None:
+    def __init__(self, send: Sender, stats: dict[str, int], store: Store | None = None) -> None:
         self.send = send
         self.stats = stats
+        self.store = store
 
     async def deliver(
         self,
@@ -115,6 +118,17 @@ class Delivery:
             raise RuntimeError(f"{destination.logical_url} answered {outcome.status}")
 
     async def _post(self, event: CloudEvent, destination: Destination, timeout: float) -> Outcome:
+        if destination.kind == "Broker" and self.store is not None:
+            # A Broker of this very runtime: the event goes into its topic as it is, rather than
+            # encoded to HTTP and parsed back in the same process (in a cluster, the KafkaSource's
+            # adapter POSTs to the Broker's ingress).
+            with tracing.span(f"POST {destination.logical_url}", SpanKind.CLIENT) as current:
+                traceparent = tracing.traceparent_of(current)
+                if traceparent:  # the Broker continues this delivery's span, as over HTTP
+                    event = CloudEvent({**event.get_attributes(), "traceparent": traceparent}, event.get_data())
+                status, text = await self.store(destination.namespace, destination.name, event)
+                current.set_attribute("http.response.status_code", status)
+            return Outcome(200 <= status < 300, status, text.encode())
         headers, body = to_binary(event)
         with tracing.span(f"POST {destination.logical_url}", SpanKind.CLIENT) as current:
             sent = dict(headers)
