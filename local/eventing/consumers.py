@@ -19,6 +19,10 @@ from local.metrics import CONSUMER_LAG
 
 log = logging.getLogger("local.eventing")
 LAG_INTERVAL_SECONDS = 2.0
+# Settled offsets are committed at most this often while records keep coming (at once when they
+# stop): one commit per batch was a broker round trip per event and group. A consumer that dies
+# in between gets up to this much again, which idempotent subscribers absorb.
+COMMIT_INTERVAL_SECONDS = 0.2
 # Ten minutes of "caught up" moments at one per LAG_INTERVAL_SECONDS.
 CAUGHT_UP_HISTORY = 300
 
@@ -43,6 +47,9 @@ class ConsumerLoop(threading.Thread):
         self.assigned = threading.Event()
         self.from_the_start = threading.Event()
         self._lag_measured = 0.0
+        # Per (topic, partition): the offset after the last settled record, not yet committed.
+        self._settled: dict[tuple[str, int], int] = {}
+        self._committed_at = 0.0
         # Wall-clock times at which this group was seen to have settled every record its topics
         # held (lag 0 on every partition): what the broker-restart replay starts from.
         self.caught_up: deque[float] = deque(maxlen=CAUGHT_UP_HISTORY)
@@ -68,6 +75,7 @@ class ConsumerLoop(threading.Thread):
         try:
             while not self.stopping.is_set():
                 self._round()
+            self._commit(due=True)
         finally:
             self.consumer.close()
 
@@ -104,10 +112,12 @@ class ConsumerLoop(threading.Thread):
     def _round(self) -> None:
         """Polls a batch, settles every record, commits; a failure rewinds to redeliver the batch."""
         if self.from_the_start.is_set():
+            self._settled = {}  # offsets of the broker's former life: never to be committed to the new one
             self._seek_to_beginning()
         self._measure_lag()
         first = self.consumer.poll(0.2)
         if first is None:
+            self._commit(due=True)  # nothing more for now: commit what is settled
             return
         batch = [first]
         while len(batch) < 64:
@@ -131,8 +141,20 @@ class ConsumerLoop(threading.Thread):
             self._rewind(records)
             time.sleep(1)
             return
+        for record in records:
+            key = (record.topic() or "", record.partition() or 0)
+            self._settled[key] = max(self._settled.get(key, 0), (record.offset() or 0) + 1)
+        self._commit(due=time.monotonic() - self._committed_at >= COMMIT_INTERVAL_SECONDS)
+
+    def _commit(self, due: bool) -> None:
+        """Commits the offsets after the settled records (never past one not yet settled)."""
+        if not self._settled or not due:
+            return
+        offsets = [TopicPartition(topic, partition, offset) for (topic, partition), offset in self._settled.items()]
+        self._settled = {}
+        self._committed_at = time.monotonic()
         try:
-            self.consumer.commit(asynchronous=False)
+            self.consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as error:
             # A rebalance (or a restarted broker) took the partitions away: the next owner
             # may deliver these again, which idempotent consumers absorb.
