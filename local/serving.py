@@ -20,7 +20,7 @@ from aiohttp import web
 from local.manifests import ROOT, KnativeService
 from local.metrics import COLD_START_SECONDS, COLD_STARTS
 from local.supervision import Exit, Lifecycle, State, kill_leftovers
-from local.zygote import Forked, Zygote
+from local.zygote import Forked, Zygote, ZygoteUnavailable
 
 log = logging.getLogger("local.serving")
 PATH_PREFIX = "/ksvc/"
@@ -177,9 +177,13 @@ class Revision:
         }
         self.log_dir.mkdir(parents=True, exist_ok=True)
         process: asyncio.subprocess.Process | Forked
-        if self.zygote is not None:
+        try:
+            if self.zygote is None:
+                raise ZygoteUnavailable("no zygote")
             process = self.process = await self.zygote.spawn(env, ROOT, self.log_dir / f"{self.name}.log")
-        else:
+        except ZygoteUnavailable as error:
+            if self.zygote is not None:
+                log.warning("%s: %s; starting it as a new interpreter", self.name, error)
             process = self.process = await self._exec(env)
         deadline = began + START_TIMEOUT_SECONDS
         probe = f"{self.base_url}{self.service.readiness_path}"

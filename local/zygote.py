@@ -41,7 +41,7 @@ from local.servers.process import die_with_parent
 log = logging.getLogger("local.zygote")
 
 # What the functions' targets import, and are slow to import (python -X importtime): the zygote
-# imports them once. Our own modules are not here: they read their settings as they import.
+# imports them once, and then the shop's own modules (`_ours`).
 PRELOAD = (
     "functions_framework",
     "flask",
@@ -81,9 +81,25 @@ PRELOAD = (
 # --- the zygote process ------------------------------------------------------------------------
 
 
+def _ours() -> list[str]:
+    """The shop's own modules the targets import: every module of functions/ and gateway/ but the
+    targets' files themselves (main.py, which wire the app as they are executed) and the migration.
+    None of them reads a setting or starts a thread as it is imported (`main` checks the threads)."""
+    from local.manifests import ROOT
+
+    names = []
+    for package in ("functions", "gateway"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if path.name in ("main.py", "__main__.py", "migrate.py"):
+                continue
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return names
+
+
 def _preload() -> list[str]:
     missing = []
-    for name in PRELOAD:
+    for name in (*PRELOAD, *_ours()):
         try:
             importlib.import_module(name)
         except ImportError:
@@ -139,7 +155,7 @@ def _become(request: Mapping[str, Any], closing: list[int]) -> None:
 def main() -> None:
     missing = _preload()
     if missing:
-        print(f"zygote: not preloaded (not installed): {', '.join(missing)}", file=sys.stderr)
+        print(f"zygote: not preloaded (cannot be imported): {', '.join(missing)}", file=sys.stderr)
     if threading.active_count() != 1:  # a fork copies only the calling thread: nothing may run beside it
         sys.exit(f"zygote: {threading.active_count()} threads after the imports; cannot fork safely")
     gc.collect()
@@ -191,6 +207,10 @@ def _reap() -> None:
 # --- the runtime's side ------------------------------------------------------------------------
 
 
+class ZygoteUnavailable(RuntimeError):
+    """The zygote could not start or fork: the function starts as a fresh interpreter instead."""
+
+
 class Forked:
     """A function process forked by the zygote: what the runtime uses of asyncio's Process."""
 
@@ -222,11 +242,18 @@ class Zygote:
         self._children: dict[int, Forked] = {}
         self._early_exits: dict[int, int] = {}
         self._lock = asyncio.Lock()
+        self._failed: str | None = None  # why it could not start: not tried again
 
     async def spawn(self, env: Mapping[str, str], cwd: Path, log_path: Path) -> Forked:
         async with self._lock:
+            if self._failed is not None:
+                raise ZygoteUnavailable(self._failed)
             if self._process is None or self._process.returncode is not None:
-                await self._start()
+                try:
+                    await self._start()
+                except ZygoteUnavailable as error:
+                    self._failed = str(error)
+                    raise
         assert self._process is not None and self._process.stdin is not None
         self._requests += 1
         number = self._requests
@@ -270,7 +297,7 @@ class Zygote:
         line = await process.stdout.readline()
         if not line.startswith(b'{"ready"'):
             await process.wait()
-            raise RuntimeError(f"the zygote did not start (exit {process.returncode}); see {self.log_file}")
+            raise ZygoteUnavailable(f"the zygote did not start (exit {process.returncode}); see {self.log_file}")
         self._process = process
         self._reader = asyncio.create_task(self._read(process))
         log.info("zygote ready (pid %d)", process.pid)
@@ -289,11 +316,11 @@ class Zygote:
                 if "pid" in message:
                     answer.set_result(message["pid"])
                 else:
-                    answer.set_exception(OSError(f"the zygote could not fork: {message['error']}"))
+                    answer.set_exception(ZygoteUnavailable(f"the zygote could not fork: {message['error']}"))
         code = await process.wait()
         log.warning("zygote exited with %s; its function processes end with it, it starts again when needed", code)
         for answer in self._waiting.values():
-            answer.set_exception(RuntimeError("the zygote exited"))
+            answer.set_exception(ZygoteUnavailable("the zygote exited"))
         self._waiting.clear()
         for pid, child in list(self._children.items()):
             with contextlib.suppress(ProcessLookupError, PermissionError):

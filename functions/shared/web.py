@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
@@ -24,8 +25,19 @@ OUTAGE_RETRY_AFTER_SECONDS = 2
 # No request of ours nests deeper than a few levels; the limit keeps validators and handlers out of deep recursion.
 MAX_JSON_DEPTH = 32
 log = logging.getLogger("shop.web")
-_process_started = time.monotonic()
+_imported = time.monotonic()
 _first_request_done = False
+
+
+def process_age() -> float:
+    """Seconds since this process began (from the kernel: a process forked from a pre-loaded parent,
+    as the local runtime's zygote does, counts from its fork, not from when this module was imported)."""
+    try:
+        with open("/proc/self/stat") as stat, open("/proc/uptime") as uptime:
+            started_ticks = int(stat.read().rpartition(")")[2].split()[19])  # field 22: starttime
+            return float(uptime.read().split()[0]) - started_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):  # not Linux
+        return time.monotonic() - _imported
 
 
 def install(dependencies: health.Dependencies | None = None) -> None:
@@ -130,7 +142,7 @@ def _record(response: flask.Response) -> flask.Response:
     if not _first_request_done:
         _first_request_done = True
         metrics.COLD_STARTS.inc()
-        metrics.COLD_START_DURATION.set(time.monotonic() - _process_started)
+        metrics.COLD_START_DURATION.set(process_age())
     return response
 
 
