@@ -23,6 +23,9 @@ LAG_INTERVAL_SECONDS = 2.0
 # stop): one commit per batch was a broker round trip per event and group. A consumer that dies
 # in between gets up to this much again, which idempotent subscribers absorb.
 COMMIT_INTERVAL_SECONDS = 0.2
+# A member with no partitions, or whose partitions the broker does not know, this long (a broker
+# restarted under it can leave librdkafka holding topic ids of its former life) subscribes anew.
+STUCK_SECONDS = 8.0
 # Ten minutes of "caught up" moments at one per LAG_INTERVAL_SECONDS.
 CAUGHT_UP_HISTORY = 300
 
@@ -47,6 +50,7 @@ class ConsumerLoop(threading.Thread):
         self.assigned = threading.Event()
         self.from_the_start = threading.Event()
         self._lag_measured = 0.0
+        self._measured_at = time.monotonic()  # the last lag measurement with partitions that succeeded
         # Per (topic, partition): the offset after the last settled record, not yet committed.
         self._settled: dict[tuple[str, int], int] = {}
         self._committed_at = 0.0
@@ -71,13 +75,31 @@ class ConsumerLoop(threading.Thread):
         )
 
     def run(self) -> None:
-        self.consumer.subscribe(self.topics, on_assign=lambda *_: self.assigned.set())
+        self._subscribe()
         try:
             while not self.stopping.is_set():
                 self._round()
             self._commit(due=True)
         finally:
             self.consumer.close()
+
+    def _subscribe(self) -> None:
+        self.consumer.subscribe(self.topics, on_assign=lambda *_: self.assigned.set())
+
+    def _unstick(self, now: float) -> None:
+        """Subscribes anew when no lag could be measured for STUCK_SECONDS; what it reads then starts
+        from the beginning of each topic (a restarted broker kept no committed offsets)."""
+        if now - self._measured_at < STUCK_SECONDS:
+            return
+        log.warning("%s: no partitions it can read for %.0f s; subscribing again", self.name, now - self._measured_at)
+        self._measured_at = now
+        try:
+            self.consumer.unsubscribe()
+            self._subscribe()
+        except KafkaException as error:
+            log.warning("%s: could not subscribe again: %s", self.name, error)
+            return
+        self.from_the_start.set()
 
     def _measure_lag(self) -> None:
         """Records behind the end of each topic, measured between polls in this consumer's own thread.
@@ -103,8 +125,13 @@ class ConsumerLoop(threading.Thread):
                 lag[partition.topic] = lag.get(partition.topic, 0) + behind
                 settled = settled and behind == 0
         except KafkaException:
+            self._unstick(now)
             return
-        if settled and assignment and not self.from_the_start.is_set():
+        if not assignment:
+            self._unstick(now)
+            return
+        self._measured_at = now
+        if settled and not self.from_the_start.is_set():
             self.caught_up.append(began)
         for topic, behind in lag.items():
             CONSUMER_LAG.labels(self.group, topic).set(behind)
@@ -176,7 +203,10 @@ class ConsumerLoop(threading.Thread):
         records it has taken since, so every assigned partition is read again from its start.
         What was already delivered comes again, and idempotent consumers absorb it."""
         try:
-            for partition in self.consumer.assignment():
+            assignment = self.consumer.assignment()
+            if not assignment:  # partitions not (yet) assigned: rewound once they are
+                return
+            for partition in assignment:
                 self.consumer.seek(TopicPartition(partition.topic, partition.partition, OFFSET_BEGINNING))
         except KafkaException as error:
             log.info("%s: not rewound yet (%s); trying again", self.name, error)
