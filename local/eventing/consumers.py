@@ -54,6 +54,10 @@ class ConsumerLoop(threading.Thread):
         # Per (topic, partition): the offset after the last settled record, not yet committed.
         self._settled: dict[tuple[str, int], int] = {}
         self._committed_at = 0.0
+        # The last time a record came in or a batch was settled; the last lag measured, per topic.
+        self._progressed_at = time.monotonic()
+        self._rewind_asked_at: float | None = None
+        self.lag: dict[str, int] = {}
         # Wall-clock times at which this group was seen to have settled every record its topics
         # held (lag 0 on every partition): what the broker-restart replay starts from.
         self.caught_up: deque[float] = deque(maxlen=CAUGHT_UP_HISTORY)
@@ -84,22 +88,48 @@ class ConsumerLoop(threading.Thread):
             self.consumer.close()
 
     def _subscribe(self) -> None:
-        self.consumer.subscribe(self.topics, on_assign=lambda *_: self.assigned.set())
+        self.consumer.subscribe(self.topics, on_assign=self._on_assign)
 
-    def _unstick(self, now: float) -> None:
-        """Subscribes anew when no lag could be measured for STUCK_SECONDS; what it reads then starts
-        from the beginning of each topic (a restarted broker kept no committed offsets)."""
-        if now - self._measured_at < STUCK_SECONDS:
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions handed to this member; after a broker restart they are read from their start."""
+        if self.from_the_start.is_set():
+            for partition in partitions:
+                partition.offset = OFFSET_BEGINNING
+            consumer.assign(partitions)
+            self._settled = {}
+            self._rewind_asked_at = None
+            self.from_the_start.clear()
+        self._progressed_at = time.monotonic()
+        self.assigned.set()
+
+    def _unstick(self, now: float, since: float, why: str) -> None:
+        """Subscribes anew when this member could not read for STUCK_SECONDS (since `since`); what it
+        is assigned then starts from the group's committed offsets, or from the beginning of each
+        topic if a broker restart is still to be caught up with (it kept no committed offsets)."""
+        if now - since < STUCK_SECONDS:
             return
-        log.warning("%s: no partitions it can read for %.0f s; subscribing again", self.name, now - self._measured_at)
-        self._measured_at = now
+        log.warning("%s: %s for %.0f s; subscribing again", self.name, why, now - since)
+        self._measured_at = self._progressed_at = now
+        self._rewind_asked_at = None
+        self._commit(due=True)
         try:
             self.consumer.unsubscribe()
             self._subscribe()
         except KafkaException as error:
             log.warning("%s: could not subscribe again: %s", self.name, error)
-            return
-        self.from_the_start.set()
+
+    def state(self) -> dict[str, object]:
+        """What this member knows, for a report when the pipeline does not settle."""
+        now = time.time()
+        return {
+            "consumer": self.name,
+            "group": self.group,
+            "lag": dict(self.lag),
+            "caughtUpSecondsAgo": round(now - self.caught_up[-1], 1) if self.caught_up else None,
+            "rewindPending": self.from_the_start.is_set(),
+            "secondsSinceProgress": round(time.monotonic() - self._progressed_at, 1),
+            "alive": self.is_alive(),
+        }
 
     def _measure_lag(self) -> None:
         """Records behind the end of each topic, measured between polls in this consumer's own thread.
@@ -117,24 +147,37 @@ class ConsumerLoop(threading.Thread):
         settled = True
         try:
             assignment = self.consumer.assignment()
+            positions = {(p.topic, p.partition): p.offset for p in self.consumer.position(assignment)}
+            unread = [p for p in assignment if positions[(p.topic, p.partition)] < 0]
+            if unread:
+                # Nothing consumed from these since they were assigned: where the group committed
+                # is where it stands (offsets are committed only once their records are settled).
+                for p in self.consumer.committed(unread, timeout=1):
+                    positions[(p.topic, p.partition)] = p.offset
             for partition in assignment:
                 low, high = self.consumer.get_watermark_offsets(partition, timeout=1, cached=False)
-                position = self.consumer.position([partition])[0].offset
-                # Nothing fetched from a partition yet (no position): caught up only if it holds nothing.
+                position = positions[(partition.topic, partition.partition)]
+                # No position and nothing committed: caught up only if the partition holds nothing.
                 behind = max(0, high - position) if position >= 0 else max(0, high - low)
                 lag[partition.topic] = lag.get(partition.topic, 0) + behind
                 settled = settled and behind == 0
         except KafkaException:
-            self._unstick(now)
+            self._unstick(now, self._measured_at, "no lag it can measure")
             return
         if not assignment:
-            self._unstick(now)
+            self._unstick(now, self._measured_at, "no partitions assigned")
             return
         self._measured_at = now
-        if settled and not self.from_the_start.is_set():
-            self.caught_up.append(began)
+        self.lag = lag
         for topic, behind in lag.items():
             CONSUMER_LAG.labels(self.group, topic).set(behind)
+        if settled and not self.from_the_start.is_set():
+            self.caught_up.append(began)
+            self._progressed_at = now
+        elif not settled:
+            # Records wait and none has come in: fetching is stuck (a partition whose leader or
+            # topic id librdkafka still holds from the broker's former life).
+            self._unstick(now, self._progressed_at, f"{sum(lag.values())} records behind and none coming in")
 
     def _round(self) -> None:
         """Polls a batch, settles every record, commits; a failure rewinds to redeliver the batch."""
@@ -143,6 +186,8 @@ class ConsumerLoop(threading.Thread):
             self._seek_to_beginning()
         self._measure_lag()
         first = self.consumer.poll(0.2)
+        if first is not None:
+            self._progressed_at = time.monotonic()
         if first is None:
             self._commit(due=True)  # nothing more for now: commit what is settled
             return
@@ -167,7 +212,9 @@ class ConsumerLoop(threading.Thread):
             log.exception("%s: settling a batch failed; it will be delivered again", self.name)
             self._rewind(records)
             time.sleep(1)
+            self._progressed_at = time.monotonic()
             return
+        self._progressed_at = time.monotonic()
         for record in records:
             key = (record.topic() or "", record.partition() or 0)
             self._settled[key] = max(self._settled.get(key, 0), (record.offset() or 0) + 1)
@@ -202,15 +249,21 @@ class ConsumerLoop(threading.Thread):
         """The broker restarted empty: the positions held from before point into (or past) the
         records it has taken since, so every assigned partition is read again from its start.
         What was already delivered comes again, and idempotent consumers absorb it."""
+        now = time.monotonic()
+        if self._rewind_asked_at is None:
+            self._rewind_asked_at = now
         try:
             assignment = self.consumer.assignment()
-            if not assignment:  # partitions not (yet) assigned: rewound once they are
+            if not assignment:  # partitions not (yet) assigned: rewound as they are (_on_assign)
                 return
             for partition in assignment:
                 self.consumer.seek(TopicPartition(partition.topic, partition.partition, OFFSET_BEGINNING))
         except KafkaException as error:
             log.info("%s: not rewound yet (%s); trying again", self.name, error)
+            # Seeking keeps failing: partitions assigned anew are rewound as they are assigned.
+            self._unstick(now, self._rewind_asked_at, "partitions it cannot rewind")
             return
+        self._rewind_asked_at = None
         self.from_the_start.clear()
 
     def stop(self) -> None:

@@ -20,7 +20,11 @@ def quiet(stack: Any, timeout: float = 60) -> None:
     eventing = stack.eventing
     assert eventing is not None
     moment = time.time()
-    eventually(lambda: (settled := eventing.replay.settled_through()) is not None and settled > moment, timeout)
+    try:
+        eventually(lambda: (settled := eventing.replay.settled_through()) is not None and settled > moment, timeout)
+    except AssertionError as error:
+        consumers = [c.state() for c in (*eventing.replay.triggers, *eventing.replay.sources)]
+        raise AssertionError(f"{error}; consumers: {consumers}") from None
 
 
 @dataclass
