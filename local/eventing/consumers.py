@@ -69,7 +69,10 @@ class ConsumerLoop(threading.Thread):
                 "auto.offset.reset": initial_offset,
                 "session.timeout.ms": 6000,
                 "heartbeat.interval.ms": 1000,
-                "fetch.wait.max.ms": 20,
+                # Tansu answers an empty fetch only when this runs out, even once records arrive:
+                # 20 ms cost it 0.12 of a core polled idle by five groups; 100 ms costs 0.04 and
+                # about 17 ms more per hop (p50, measured).
+                "fetch.wait.max.ms": 100,
                 "topic.metadata.refresh.interval.ms": 2000,
                 "allow.auto.create.topics": False,
                 # A restarted broker is found again within a second, not librdkafka's default 10 s.
