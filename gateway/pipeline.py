@@ -20,10 +20,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import flask
-import urllib3
 from prometheus_client import Counter, Gauge, Histogram
 
 from functions.shared import identity, metrics, problems, web
+from functions.shared.keepalive import TransportError, TransportTimeout
 from functions.shared.resilience import WindowBreaker, pause_before_retry
 from functions.shared.service_client import Reply, send
 from gateway import openapi
@@ -221,16 +221,16 @@ class Gateway:
         started = time.perf_counter()
         try:
             reply = send(method, target.base_url + path_qs, body, headers, route.timeout)
-        except urllib3.exceptions.TimeoutError:
+        except TransportTimeout:
             breaker.record(False)
             UPSTREAM_REQUESTS.labels(route.service, "timeout").inc()
             return None, problems.Problem(
                 504, "Gateway timeout", f"{route.service} did not answer within {route.timeout:g}s", "timeout"
             )
-        except urllib3.exceptions.HTTPError as error:
+        except TransportError as error:
             breaker.record(False)
             UPSTREAM_REQUESTS.labels(route.service, "unreachable").inc()
-            return None, problems.unavailable(f"{route.service} is unreachable ({type(error).__name__})", 5)
+            return None, problems.unavailable(f"{route.service} is unreachable ({error})", 5)
         finally:
             UPSTREAM_DURATION.labels(route.service).observe(time.perf_counter() - started)
         failed = reply.status >= 500

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import urllib3
 from opentelemetry.trace import SpanKind
 
 from functions.shared import metrics, tracing, web
 from functions.shared.config import config
+from functions.shared.keepalive import KeepAlivePool, TransportError
 from functions.shared.resilience import (
     IDEMPOTENT_RETRIES,
     TIMEOUT_SECONDS,
@@ -27,7 +27,7 @@ from functions.shared.resilience import (
     pause_before_retry,
 )
 
-_pool = urllib3.PoolManager(num_pools=16, maxsize=32, retries=False)
+_pool = KeepAlivePool()
 
 
 class UpstreamUnavailable(Exception):
@@ -112,7 +112,7 @@ class ServiceClient:
                 break
             try:
                 reply = self._send(method, path, body, headers, remaining)
-            except urllib3.exceptions.HTTPError as error:
+            except TransportError as error:
                 reason = f"{type(error).__name__}: {error}"
             else:
                 if reply.status < 500:
@@ -144,8 +144,6 @@ def send(method: str, url: str, body: bytes | None, headers: Mapping[str, str], 
     attributes = {"http.request.method": method, "url.full": urlunsplit(parts), "server.address": host}
     with tracing.span(f"{method} {host}", SpanKind.CLIENT, attributes=attributes) as current:
         tracing.inject(send_headers)
-        response = _pool.request(
-            method, url, body=body, headers=send_headers, timeout=urllib3.Timeout(total=timeout), redirect=False
-        )
-        current.set_attribute("http.response.status_code", response.status)
-    return Reply(response.status, dict(response.headers), response.data)
+        status, answer_headers, data = _pool.request(method, url, body, send_headers, timeout)
+        current.set_attribute("http.response.status_code", status)
+    return Reply(status, answer_headers, data)

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import urllib3
 from circuitbreaker import CircuitBreakerMonitor
 from prometheus_client import REGISTRY
 
 from functions.shared import service_client
+from functions.shared.keepalive import TransportTimeout
 from functions.shared.resilience import BreakerPolicy
 from functions.shared.service_client import Reply, ServiceClient, UpstreamUnavailable
 
@@ -41,7 +41,7 @@ def upstream(monkeypatch: pytest.MonkeyPatch) -> Iterator[Upstream]:
 
 
 def test_an_idempotent_call_is_retried_until_it_succeeds(upstream: Upstream) -> None:
-    upstream.script = [503, urllib3.exceptions.ReadTimeoutError(None, "/", "slow"), 200]
+    upstream.script = [503, TransportTimeout("slow"), 200]
     client = ServiceClient("inventory-reserve", timeout=3.0, retries=3)
     assert client.call("POST", "/reservations", body={}, idempotent=True).status == 200
     assert len(upstream.calls) == 3
@@ -203,9 +203,9 @@ def test_cluster_urls_go_through_the_local_ingress_when_one_is_set(monkeypatch: 
     seen: dict[str, Any] = {}
 
     class Pool:
-        def request(self, method: str, url: str, **kwargs: Any) -> Any:
-            seen.update(url=url, headers=kwargs["headers"])
-            return type("R", (), {"status": 204, "headers": {}, "data": b""})()
+        def request(self, method: str, url: str, body: bytes | None, headers: Any, timeout: float) -> Any:
+            seen.update(url=url, headers=headers)
+            return 204, {}, b""
 
     monkeypatch.setattr(service_client, "_pool", Pool())
     monkeypatch.setenv("SERVICE_INGRESS_URL", "http://127.0.0.1:8080")
