@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from functions.shared import problems
 from functions.shared.resilience import IDEMPOTENT_RETRIES, TIMEOUT_SECONDS, BreakerPolicy
+from functions.shared.validation import read_yaml
 
 ROUTES_FILE = Path(__file__).with_name("routes.yaml")
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
@@ -92,7 +91,7 @@ class RouteTable:
 
     @classmethod
     def load(cls, path: Path = ROUTES_FILE) -> RouteTable:
-        document = yaml.safe_load(path.read_text())
+        document = read_yaml(path)
         defaults = document.get("defaults", {})
         return cls([_route(entry, defaults) for entry in document["routes"]])
 

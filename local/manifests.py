@@ -15,6 +15,7 @@ import yaml
 from cloudevents.http import CloudEvent
 from croniter import croniter
 
+from functions.shared.validation import YAML_LOADER
 from local import admission
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +29,7 @@ def documents(paths: Iterable[Path]) -> Iterator[tuple[Path, dict[str, Any]]]:
     for path in paths:
         files = sorted(path.rglob("*.yaml")) if path.is_dir() else [path]
         for file in files:
-            for document in yaml.safe_load_all(file.read_text()):
+            for document in yaml.load_all(file.read_text(), Loader=YAML_LOADER):
                 if isinstance(document, dict) and document.get("kind"):
                     yield file, document
 

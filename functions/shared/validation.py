@@ -46,10 +46,20 @@ def decimal_places(value: Decimal) -> int:
 ShopValidator = validators.extend(jsonschema.Draft202012Validator, {DECIMAL_PLACES: _max_decimal_places})
 
 
+# libyaml's parser where PyYAML has it (its wheels do): the same safe subset, parsed five to
+# seven times faster; each target parses its area's fragment as it starts (20-35 ms in pure Python).
+YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def read_yaml(path: Path) -> Any:
+    """The one YAML document in `path`, safe tags only."""
+    return yaml.load(path.read_text(), Loader=YAML_LOADER)
+
+
 @cache
 def load_api(path: Path) -> dict[str, Any]:
     """An area's OpenAPI fragment, parsed once."""
-    document = yaml.safe_load(path.read_text())
+    document = read_yaml(path)
     if not isinstance(document, dict):
         raise ValueError(f"{path} is not an OpenAPI document")
     return document
