@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from functions.shared import problems
-from functions.shared.validation import ShopValidator, error_order, field_error, load_api
+from functions.shared.validation import error_order, field_error, load_api, shop_validator
 from gateway.routing import Route, RouteTable
 
 FUNCTIONS_DIR = Path(__file__).resolve().parents[1] / "functions"
@@ -134,12 +134,12 @@ class OperationCheck:
     def __init__(self, op: Mapping[str, Any]) -> None:
         components = {"components": document()["components"]}
         self.parameters = {
-            p["name"]: (p["in"], p.get("schema", {}), ShopValidator({**p.get("schema", {}), **components}))
+            p["name"]: (p["in"], p.get("schema", {}), shop_validator({**p.get("schema", {}), **components}))
             for p in op.get("parameters", [])
             if p.get("in") in ("query", "path")
         }
         content = op.get("requestBody", {}).get("content", {}).get("application/json")
-        self.body = ShopValidator({**content.get("schema", {}), **components}) if content else None
+        self.body = shop_validator({**content.get("schema", {}), **components}) if content else None
 
     def check(self, params: Mapping[str, str], query: Mapping[str, list[str]], body: Any) -> None:
         errors: list[problems.FieldError] = []

@@ -8,9 +8,8 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import jsonschema
 from cloudevents.http import CloudEvent
 from cloudevents.kafka import KafkaMessage
 from cloudevents.kafka import from_binary as kafka_from_binary
@@ -18,6 +17,9 @@ from cloudevents.kafka import to_binary as kafka_to_binary
 
 from functions.shared import problems, tracing
 from functions.shared.schema_errors import field_error
+
+if TYPE_CHECKING:
+    import jsonschema
 
 PRODUCT_CREATED: Final = "com.shop.product.created"
 PRODUCT_UPDATED: Final = "com.shop.product.updated"
@@ -80,6 +82,10 @@ def schema_uri(event_type: str) -> str:
 
 @cache
 def schema_validator(event_type: str) -> jsonschema.protocols.Validator:
+    """The event type's schema, checked and compiled on first use: a target that never builds nor
+    reads an event does not import jsonschema at all."""
+    import jsonschema
+
     schema = json.loads((SCHEMA_DIR / f"{event_type}.json").read_text())
     validator_class = jsonschema.validators.validator_for(schema)
     validator_class.check_schema(schema)

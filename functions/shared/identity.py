@@ -13,8 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from jose import JWTError, jwt
-
 from functions.shared import problems
 from functions.shared.config import config
 
@@ -48,6 +46,8 @@ class Identity:
 
 
 def sign(identity: Identity, secret: str, ttl_seconds: int = DEFAULT_TTL_SECONDS) -> str:
+    from jose import jwt  # on first use: a target whose callers are all anonymous never needs it
+
     now = int(time.time())
     claims = {
         "iss": ISSUER,
@@ -64,6 +64,8 @@ def sign(identity: Identity, secret: str, ttl_seconds: int = DEFAULT_TTL_SECONDS
 
 
 def verify(token: str, secret: str) -> Identity:
+    from jose import JWTError, jwt  # on first use (as in sign)
+
     try:
         # python-jose checks aud and exp only when present: a token without them is refused here.
         claims = jwt.decode(

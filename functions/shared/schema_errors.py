@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-
-import jsonschema
+from typing import TYPE_CHECKING
 
 from functions.shared.errors import FieldError
+
+if TYPE_CHECKING:
+    import jsonschema
 
 
 def field_error(error: jsonschema.ValidationError, where: str) -> FieldError:

@@ -10,14 +10,15 @@ from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import yaml
-from jsonschema import validators
 
 from functions.shared import problems
 from functions.shared.schema_errors import field_error
+
+if TYPE_CHECKING:
+    import jsonschema
 
 DECIMAL_PLACES = "x-maxDecimalPlaces"
 
@@ -25,6 +26,8 @@ DECIMAL_PLACES = "x-maxDecimalPlaces"
 def _max_decimal_places(
     validator: Any, places: int, instance: Any, schema: Mapping[str, Any]
 ) -> Iterator[jsonschema.ValidationError]:
+    import jsonschema  # imported already: this runs inside a validation
+
     if isinstance(instance, Decimal) and instance.is_finite():
         if decimal_places(instance) > places:
             yield jsonschema.ValidationError(f"{instance} has more than {places} decimal places")
@@ -43,7 +46,21 @@ def decimal_places(value: Decimal) -> int:
     return max(0, -exponent - trailing_zeros)
 
 
-ShopValidator = validators.extend(jsonschema.Draft202012Validator, {DECIMAL_PLACES: _max_decimal_places})
+def shop_validator(schema: Mapping[str, Any]) -> Any:
+    """A Draft 2020-12 validator for `schema` that also knows x-maxDecimalPlaces.
+
+    jsonschema (with referencing, attrs and its format checkers, about 50 ms) is imported here,
+    on first use, not with the module: targets that only read (product-get, order-list, ...)
+    never validate a body or an event and never pay for it."""
+    return _shop_validator_class()(schema)
+
+
+@cache
+def _shop_validator_class() -> Any:
+    import jsonschema
+    from jsonschema import validators
+
+    return validators.extend(jsonschema.Draft202012Validator, {DECIMAL_PLACES: _max_decimal_places})
 
 
 # libyaml's parser where PyYAML has it (its wheels do): the same safe subset, parsed five to
@@ -79,7 +96,7 @@ class SchemaSet:
                 raise KeyError(f"no schema {name!r} in the API fragment")
             # Resolve `#/components/schemas/...` refs against the whole fragment.
             schema = {"$ref": f"#/components/schemas/{name}", **_root_of(self.document)}
-            self._validators[name] = ShopValidator(schema)
+            self._validators[name] = shop_validator(schema)
         return self._validators[name]
 
     def check(self, name: str, instance: Any, *, where: str = "") -> None:
