@@ -98,8 +98,15 @@ class PostgresNotificationStore:
         self.url = url
 
     def claim(self, event: CloudEvent, email: Email) -> Claim:
+        mail = Mail(event, email)
+        # A first delivery, the usual case: one INSERT, committed as it runs.
+        with db.autocommit(self.url) as conn:
+            if LEDGER.insert(conn, mail, None):
+                return Claim.CLAIMED
+        # A mail claimed before: whether it went out, is going out, or was left behind, decided
+        # under the claim's lock (a claim released meanwhile is taken by the INSERT again).
         with db.transaction(self.url) as conn:
-            return CLAIMS[idempotency.claim(conn, LEDGER, Mail(event, email), timeout=STALE_CLAIM).claim]
+            return CLAIMS[idempotency.claim(conn, LEDGER, mail, timeout=STALE_CLAIM).claim]
 
     def sent(self, event: CloudEvent) -> None:
         """Records that the mail went out. Retried while the database restarts: if this record were
@@ -107,7 +114,8 @@ class PostgresNotificationStore:
 
         def mark() -> None:
             # Overtaken: an earlier try recorded it and only its answer was lost (the database restarted).
-            with db.transaction(self.url) as conn, contextlib.suppress(idempotency.Overtaken):
+            # One UPDATE: committed as it runs, no transaction around it.
+            with db.autocommit(self.url) as conn, contextlib.suppress(idempotency.Overtaken):
                 idempotency.complete(conn, LEDGER, Mail(event))
 
         db.retrying(mark, what=f"recording the email for {event['id']} as sent")
