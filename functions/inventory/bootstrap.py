@@ -18,6 +18,7 @@ from functions.inventory.model import (
     LowStockQuery,
     ReleaseStock,
     Reservation,
+    ReservationStatus,
     ReserveOutcome,
     ReserveStock,
     Restock,
@@ -81,7 +82,7 @@ class Inventory:
     reserve: Callable[[ReserveStock], ReserveOutcome]
     release: Callable[[ReleaseStock], Reservation | None]
     release_for: Callable[[ReleaseStock, CloudEvent], Reservation | None]
-    confirm_for: Callable[[ConfirmReservation, CloudEvent], Reservation | None]
+    confirm_for: Callable[[ConfirmReservation, CloudEvent], ReservationStatus | None]
     expire: Callable[[], service.ExpiryReport]
     restock: Callable[[Restock], tuple[StockLevel, bool]]
     track_for: Callable[[str, CloudEvent], bool]

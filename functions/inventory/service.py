@@ -18,6 +18,7 @@ from functions.inventory.model import (
     NotInCatalog,
     ReleaseStock,
     Reservation,
+    ReservationStatus,
     ReserveOutcome,
     ReserveStock,
     Restock,
@@ -120,15 +121,15 @@ def release_stock(
 
 def confirm_reservation(
     cmd: ConfirmReservation, *, inventory: InventoryStore, delivery: Delivery
-) -> Reservation | None:
-    reservation = inventory.confirm(cmd, delivery)
-    if reservation is None:
+) -> ReservationStatus | None:
+    status = inventory.confirm(cmd, delivery)
+    if status is None:
         log.warning(
             "order %s placed without a reservation on record",
             cmd.order_number,
             extra={"order_number": cmd.order_number},
         )
-    return reservation
+    return status
 
 
 class OrderState(StrEnum):

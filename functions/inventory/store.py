@@ -44,7 +44,7 @@ class InventoryStore(Protocol):
 
     def release(self, cmd: ReleaseStock, delivery: Delivery | None = None) -> Reservation | None: ...
 
-    def confirm(self, cmd: ConfirmReservation, delivery: Delivery | None = None) -> Reservation | None: ...
+    def confirm(self, cmd: ConfirmReservation, delivery: Delivery | None = None) -> ReservationStatus | None: ...
 
     def held_longer_than(self, age: timedelta, limit: int) -> list[str]: ...
 
@@ -166,17 +166,24 @@ class PostgresInventoryStore:
             _move_stock(conn, {line.sku: line.quantity for line in reservation.lines})
             return _set_status(conn, reservation, ReservationStatus.RELEASED)
 
-    def confirm(self, cmd: ConfirmReservation, delivery: Delivery | None = None) -> Reservation | None:
+    def confirm(self, cmd: ConfirmReservation, delivery: Delivery | None = None) -> ReservationStatus | None:
+        """A held reservation becomes committed. Returns its status after this (a released one stays
+        released); None when there is none on record or this delivery was taken before."""
         with db.transaction(self.url) as conn:
             if delivery and not idempotency.first_delivery(conn, delivery.consumer, delivery.event):
                 return None
-            found = _reservation(conn, cmd.order_number, lock=True)
-            if found is None:
-                return None
-            reservation, _ = found
-            if reservation.status is not ReservationStatus.HELD:
-                return reservation
-            return _set_status(conn, reservation, ReservationStatus.COMMITTED)
+            # The usual case, a held reservation: one UPDATE, nothing read first. A release holding
+            # the row meanwhile is waited for; its RELEASED then no longer matches.
+            row = conn.execute(
+                "UPDATE reservations SET status = 'COMMITTED', updated_at = now()"
+                " WHERE order_number = %s AND status = 'HELD' RETURNING status",
+                (cmd.order_number,),
+            ).fetchone()
+            if row is None:
+                row = conn.execute(
+                    "SELECT status FROM reservations WHERE order_number = %s", (cmd.order_number,)
+                ).fetchone()
+            return None if row is None else ReservationStatus(row["status"])
 
     def held_longer_than(self, age: timedelta, limit: int) -> list[str]:
         with db.transaction(self.url) as conn:
