@@ -124,33 +124,37 @@ class PostgresOrderStore:
         """
         with db.transaction(self.url) as conn:
             c = order.customer
-            conn.execute(
-                "INSERT INTO orders (order_number, customer_id, email, first_name, last_name, status, total,"
-                " currency, placed_at, contact, shipping_address) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (
-                    order.order_number,
-                    c.id,
-                    c.email,
-                    c.first_name,
-                    c.last_name,
-                    order.status.value,
-                    order.total,
-                    order.currency,
-                    order.placed_at,
-                    Jsonb(order.contact.as_json()) if order.contact else None,
-                    Jsonb(order.shipping_address.as_json()) if order.shipping_address else None,
-                ),
-            )
-            with conn.cursor() as cursor:
-                cursor.executemany(
-                    "INSERT INTO order_lines (order_number, line_no, sku, name, quantity, unit_price, line_total)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                    [
-                        (order.order_number, i, line.sku, line.name, line.quantity, line.unit_price, line.line_total)
-                        for i, line in enumerate(order.lines)
-                    ],
+            # The order, its lines and its event reach the server together (BEGIN included): one
+            # round trip instead of four. The pipeline's end waits for them; an error raises there.
+            with conn.pipeline():
+                conn.execute(
+                    "INSERT INTO orders (order_number, customer_id, email, first_name, last_name, status, total,"
+                    " currency, placed_at, contact, shipping_address)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    (
+                        order.order_number,
+                        c.id,
+                        c.email,
+                        c.first_name,
+                        c.last_name,
+                        order.status.value,
+                        order.total,
+                        order.currency,
+                        order.placed_at,
+                        Jsonb(order.contact.as_json()) if order.contact else None,
+                        Jsonb(order.shipping_address.as_json()) if order.shipping_address else None,
+                    ),
                 )
-            postgres_outbox.add(conn, event)
+                with conn.cursor() as cursor:
+                    cursor.executemany(
+                        "INSERT INTO order_lines (order_number, line_no, sku, name, quantity, unit_price, line_total)"
+                        " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                        [
+                            (order.order_number, i, ln.sku, ln.name, ln.quantity, ln.unit_price, ln.line_total)
+                            for i, ln in enumerate(order.lines)
+                        ],
+                    )
+                postgres_outbox.add(conn, event)
             if key is not None:
                 try:
                     idempotency.complete(
