@@ -274,7 +274,9 @@ class Trigger:
     filters: Sequence[Mapping[str, Any]] = ()
 
     def matches(self, event: CloudEvent) -> bool:
-        attributes = attributes_of(event)
+        return self.matches_attributes(attributes_of(event))
+
+    def matches_attributes(self, attributes: Mapping[str, str]) -> bool:
         if self.filters:  # the newer dialect wins when both are given, as in Knative
             return all(dialect_matches(e, attributes) for e in self.filters)
         return all(attributes.get(k) == v for k, v in self.attributes.items())

@@ -182,6 +182,23 @@ def from_kafka(headers: Mapping[str, bytes], key: str | bytes | None, value: byt
     )
 
 
+def kafka_attributes(headers: Mapping[str, bytes], key: str | bytes | None) -> dict[str, str] | None:
+    """A binary-mode record's CloudEvent attributes, read from its headers as `from_kafka` reads them
+    but without decoding its value: what a Trigger filters on. None for a record in another mode."""
+    attributes: dict[str, str] = {}
+    for header, value in headers.items():
+        name = header.lower()
+        if name == "content-type":
+            attributes["datacontenttype"] = value.decode(errors="replace")
+        elif name.startswith("ce_"):
+            attributes[name[3:]] = value.decode(errors="replace")
+    if "specversion" not in attributes:
+        return None
+    if key is not None:
+        attributes["partitionkey"] = key.decode() if isinstance(key, bytes) else key
+    return attributes
+
+
 def _is_json(content_type: str) -> bool:
     media_type = content_type.split(";")[0].strip().lower()
     return media_type == "application/json" or media_type.endswith("+json")

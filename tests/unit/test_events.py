@@ -66,6 +66,35 @@ def test_any_cloudevent_survives_the_kafka_binding(content_type: str | None, dat
 
 
 @pytest.mark.parametrize(
+    "event",
+    [
+        events.new_event(events.INVENTORY_LOW, service="inventory", subject="pixel_8", data=EXAMPLE),
+        CloudEvent(
+            {
+                "type": "com.example.any",
+                "source": "/elsewhere",
+                "traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01",
+            },
+            b"x",
+        ),
+        CloudEvent(
+            {"type": "com.example.text", "source": "/t", "datacontenttype": "text/plain", "origin": "shelf"}, "hi"
+        ),
+    ],
+)
+def test_a_records_headers_give_the_attributes_its_event_has(event: CloudEvent) -> None:
+    """What a Trigger filters on before decoding a record is what it would see after decoding it."""
+    message = events.to_kafka(event)
+    key = message.key.encode() if isinstance(message.key, str) else message.key
+    back = events.from_kafka(message.headers, key, message.value)
+    assert events.kafka_attributes(message.headers, key) == {k: str(v) for k, v in back.get_attributes().items()}
+
+
+def test_a_record_in_no_binary_mode_has_no_header_attributes() -> None:
+    assert events.kafka_attributes({"content-type": b"application/cloudevents+json"}, b"k") is None
+
+
+@pytest.mark.parametrize(
     ("attributes", "field"),
     [
         ({"type": events.INVENTORY_LOW, "source": "/x", "id": "", "specversion": "1.0"}, "id"),
