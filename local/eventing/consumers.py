@@ -11,10 +11,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from functools import cache
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from functions.shared import kafka as shop_kafka
 from local.metrics import CONSUMER_LAG
@@ -32,23 +30,6 @@ STUCK_SECONDS = 8.0
 CAUGHT_UP_HISTORY = 300
 
 
-@cache
-def _offsets_client(bootstrap: str) -> AdminClient:
-    """Asks the broker where partitions end, on a connection of its own. A consumer's own
-    watermark query waits behind the long-poll fetch in flight on its connection: about 70 ms a
-    partition here, so measuring the KafkaSource's nine stalled its deliveries for 0.6 s of every 2."""
-    return AdminClient({"bootstrap.servers": bootstrap, "logger": shop_kafka.client_logger("offsets")})  # type: ignore[dict-item]
-
-
-def end_offsets(bootstrap: str, partitions: Sequence[TopicPartition], spec: OffsetSpec) -> dict[tuple[str, int], int]:
-    """Where each partition ends (OffsetSpec.latest()) or starts (earliest), now, in one request."""
-    if not partitions:
-        return {}
-    asked = {TopicPartition(p.topic, p.partition): spec for p in partitions}
-    answers = _offsets_client(bootstrap).list_offsets(asked, request_timeout=1)
-    return {(p.topic, p.partition): future.result().offset for p, future in answers.items()}
-
-
 class ConsumerLoop(threading.Thread):
     """A consumer group member polling in its own thread; each batch is settled before commit."""
 
@@ -62,7 +43,6 @@ class ConsumerLoop(threading.Thread):
         initial_offset: str = "earliest",
     ) -> None:
         super().__init__(name=f"consumer-{name}", daemon=True)
-        self.bootstrap = bootstrap
         self.group = group
         self.topics = list(topics)
         self.settle = settle
@@ -177,14 +157,11 @@ class ConsumerLoop(threading.Thread):
                 # is where it stands (offsets are committed only once their records are settled).
                 for p in self.consumer.committed(unread, timeout=1):
                     positions[(p.topic, p.partition)] = p.offset
-            ends = end_offsets(self.bootstrap, assignment, OffsetSpec.latest())
-            # No position and nothing committed: caught up only if the partition holds nothing.
-            nowhere = [p for p in assignment if positions[(p.topic, p.partition)] < 0]
-            starts = end_offsets(self.bootstrap, nowhere, OffsetSpec.earliest())
             for partition in assignment:
-                key = (partition.topic, partition.partition)
-                position = positions[key]
-                behind = max(0, ends[key] - (position if position >= 0 else starts[key]))
+                low, high = self.consumer.get_watermark_offsets(partition, timeout=1, cached=False)
+                position = positions[(partition.topic, partition.partition)]
+                # No position and nothing committed: caught up only if the partition holds nothing.
+                behind = max(0, high - position) if position >= 0 else max(0, high - low)
                 lag[partition.topic] = lag.get(partition.topic, 0) + behind
                 settled = settled and behind == 0
         except KafkaException:
